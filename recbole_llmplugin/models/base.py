@@ -1,0 +1,133 @@
+"""Shared base of the plugin's LLM recommenders: item text, prompts, LLM and candidate scoring.
+
+A subclass sets ``special_tokens`` and overrides ``prompt_embeddings`` to inject soft tokens; the
+candidate-ranking ``predict`` (RecBole's sampled evaluation: one contiguous block of 1+N rows per
+user, same history) is shared.
+"""
+
+from logging import getLogger
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_llmplugin.candidate_scorer import CandidateScorer
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.item_text import ItemTextStore
+from recbole_llmplugin.llm_loading import load_llm
+from recbole_llmplugin.prompts import PromptBuilder
+from recbole_llmplugin.trainer import LLMTrainer
+
+_MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
+
+
+def user_blocks(user_ids):
+    """Block index of each row (rows of one user are contiguous) and each block's first row."""
+    starts = torch.ones_like(user_ids, dtype=torch.bool)
+    starts[1:] = user_ids[1:] != user_ids[:-1]
+    block = starts.long().cumsum(0) - 1  # [R]
+    return block, starts.nonzero(as_tuple=True)[0]
+
+
+def prompt_order(user_ids, item_ids):
+    """Sort key for listing candidates in a prompt: depends on (user, item) only, never on row
+    position, so the positive (always first in RecBole's block) is not given away by its place."""
+    return (item_ids * _MIX + user_ids * 40503) % 2147483647
+
+
+class LLMRecommender(SequentialRecommender):
+    """Base for LLM recommenders that rank RecBole's candidates with a (mostly frozen) LLM."""
+
+    input_type = InputType.POINTWISE
+    trainer_class = LLMTrainer
+    special_tokens = ()
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.logger = getLogger()
+        self.history_len = config["prompt_history_len"]
+        self.eval_user_batch = config["llm_eval_user_batch"]
+        self.llm, self.tokenizer = load_llm(
+            config["llm_path"],
+            device=config["device"],
+            dtype=config["llm_dtype"],
+            quantization=config["llm_quantization"],
+            special_tokens=self.special_tokens,
+        )
+        self.tokenizer.padding_side = "left"
+        self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
+        self.prompt_builder = PromptBuilder(config, self.item_texts)
+        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer)
+        self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
+        self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
+        self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"])
+
+    # --- checkpoints: only what was trained -------------------------------------------------
+    def trainable_state_dict(self):
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state_dict(self, weights):
+        expected = set(self.trainable_state_dict())
+        if set(weights) != expected:
+            missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+            raise ConfigValueError(
+                f"checkpoint does not match {type(self).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        own = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                own[name].copy_(tensor.to(own[name].device, own[name].dtype))
+
+    # --- prompts -----------------------------------------------------------------------------
+    def recent_history(self, item_seq, item_seq_len):
+        """Last ``prompt_history_len`` items per user, oldest first: list of id lists."""
+        seqs = item_seq.tolist()
+        lengths = item_seq_len.tolist()
+        return [seq[max(0, n - self.history_len):n] for seq, n in zip(seqs, lengths)]
+
+    def tokenize_prompts(self, prompts):
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+
+    def prompt_embeddings(self, input_ids, attention_mask, interaction_rows, histories, candidates):
+        """[U, Lp, H] embeddings of tokenized prompts; subclasses replace soft-token positions."""
+        return self.llm.get_input_embeddings()(input_ids)
+
+    def prompt_texts(self, histories, candidates):
+        return self.prompt_builder.prompts(histories, candidates)
+
+    # --- ranking RecBole's candidates -----------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, interaction):
+        user_ids = interaction[self.USER_ID]  # [R]
+        item_ids = interaction[self.ITEM_ID]  # [R] candidates (positive and negatives alike)
+        block, first_rows = user_blocks(user_ids)
+        scores = torch.empty(len(item_ids), device=item_ids.device)
+        for start in range(0, len(first_rows), self.eval_user_batch):
+            users = torch.arange(start, min(start + self.eval_user_batch, len(first_rows)), device=item_ids.device)
+            rows = torch.isin(block, users).nonzero(as_tuple=True)[0]  # [r]
+            scores[rows] = self._score_rows(interaction, rows, block[rows] - start, first_rows[users])
+        return scores
+
+    def _score_rows(self, interaction, rows, owner, first_rows):
+        """Scores of ``rows`` (owner: 0..U-1 per row; first_rows: each user's first row)."""
+        user_ids = interaction[self.USER_ID]
+        item_ids = interaction[self.ITEM_ID]
+        histories = self.recent_history(interaction[self.ITEM_SEQ][first_rows], interaction[self.ITEM_SEQ_LEN][first_rows])
+        keys = prompt_order(user_ids[rows], item_ids[rows])
+        order = torch.argsort(owner * 2147483647 + keys)  # group by user, then by the row-free key
+        cand_items = item_ids[rows][order]
+        cand_owner = owner[order]
+        counts = torch.bincount(cand_owner, minlength=len(first_rows)).tolist()
+        candidates = [c.tolist() for c in torch.split(cand_items, counts)]
+        input_ids, attention_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
+        embeds = self.prompt_embeddings(input_ids, attention_mask, first_rows, histories, candidates)
+        row_items = item_ids[rows]
+        return self.scorer.score(
+            embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner
+        )
+
+    def full_sort_predict(self, interaction):
+        raise ConfigValueError(
+            f"{type(self).__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
+        )

@@ -1,0 +1,16 @@
+"""LLMOnly: the LLM-Only baseline of A-LLMRec (Kim et al., KDD 2024, arXiv 2404.11343).
+
+A frozen LLM ranks the evaluator's candidates from a text prompt -- the user's last
+``prompt_history_len`` item titles and the candidate titles -- by the length-normalised
+log-likelihood of each candidate's title as the answer. Nothing is trained.
+"""
+
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.models.base import LLMRecommender
+from recbole_llmplugin.registry import register_model
+
+
+@register_model
+class LLMOnly(LLMRecommender):
+    def calculate_loss(self, interaction):
+        raise ConfigValueError("LLMOnly is not trained; it has no loss")

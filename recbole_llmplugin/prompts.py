@@ -1,0 +1,59 @@
+"""Prompt text from YAML templates; no wording lives in code.
+
+Properties (defaults in properties/overall.yaml, per-dataset wording in properties/dataset/):
+``prompt_template`` with ``{user_token}``, ``{history}`` and ``{candidates}``;
+``prompt_history_item`` / ``prompt_candidate_item`` with ``{title}`` and ``{item_token}``;
+``prompt_item_separator``; ``prompt_answer`` (the text scored or generated for an item, ``{title}``).
+Models that inject soft tokens pass their placeholder strings as ``user_token`` / ``item_token``.
+"""
+
+import torch
+
+from recbole_llmplugin.errors import ConfigValueError
+
+
+class PromptBuilder:
+    def __init__(self, config, item_texts):
+        self.template = config["prompt_template"]
+        self.history_item = config["prompt_history_item"]
+        self.candidate_item = config["prompt_candidate_item"]
+        self.separator = config["prompt_item_separator"]
+        self.answer = config["prompt_answer"]
+        self.item_texts = item_texts
+        for key, value, needed in (
+            ("prompt_template", self.template, ("{history}", "{candidates}")),
+            ("prompt_history_item", self.history_item, ("{title}",)),
+            ("prompt_candidate_item", self.candidate_item, ("{title}",)),
+            ("prompt_answer", self.answer, ("{title}",)),
+        ):
+            missing = [n for n in needed if n not in (value or "")]
+            if missing:
+                raise ConfigValueError(f"{key}: '{value}' must contain {', '.join(missing)}")
+
+    def _items(self, pattern, item_ids, item_token):
+        return self.separator.join(pattern.format(title=self.item_texts[i], item_token=item_token) for i in item_ids)
+
+    def prompts(self, histories, candidates, user_token="", history_token="", candidate_token=""):
+        """One prompt per user. ``histories`` / ``candidates``: lists of internal item-id lists."""
+        return [
+            self.template.format(
+                user_token=user_token,
+                history=self._items(self.history_item, history, history_token),
+                candidates=self._items(self.candidate_item, cands, candidate_token),
+            )
+            for history, cands in zip(histories, candidates)
+        ]
+
+    def answer_text(self, item_id):
+        return self.answer.format(title=self.item_texts[item_id])
+
+    def answer_token_table(self, tokenizer):
+        """Token ids of every item's answer text: ([n_items, L] right-padded ids, [n_items] lengths)."""
+        texts = [self.answer_text(i) for i in range(1, len(self.item_texts))]
+        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        lengths = [0] + [len(ids) for ids in encoded]
+        width = max(lengths)
+        table = torch.full((len(lengths), width), tokenizer.pad_token_id, dtype=torch.long)
+        for index, ids in enumerate(encoded, start=1):
+            table[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return table, torch.tensor(lengths, dtype=torch.long)

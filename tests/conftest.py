@@ -1,0 +1,134 @@
+"""Shared fixtures: tiny random models built in-process (nothing downloaded) and a temp work dir."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import recbole_llmplugin  # noqa: E402,F401  (applies the compat fixes before RecBole is used)
+from dataset.make_fixtures import NAME as TINY_DATASET  # noqa: E402
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _corpus():
+    from dataset.make_fixtures import WORDS
+
+    item_file = REPO / "dataset" / TINY_DATASET / f"{TINY_DATASET}.item"
+    lines = item_file.read_text(encoding="utf-8").splitlines()
+    sentences = [
+        "A user interacted with these items, oldest first: . Which one of these items will the user choose next: ? Answer: ",
+        "A user watched these movies, oldest first. Which one of these movies will the user watch next? Answer:",
+    ]
+    return sentences + lines + [" ".join(WORDS)] * 5
+
+
+def build_tiny_llm(folder, hidden=32, layers=2, seed=0):
+    """A random LlamaForCausalLM with a byte-level BPE tokenizer trained on the fixture text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def build_tiny_sentence_encoder(folder, dim=24):
+    """A random BERT + mean pooling as a sentence-transformers folder."""
+    from sentence_transformers import SentenceTransformer, models as st_models
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer()
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(
+        _corpus(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]"
+    )
+    torch.manual_seed(0)
+    bert_dir = Path(folder) / "bert"
+    BertModel(
+        BertConfig(vocab_size=len(tokenizer), hidden_size=dim, num_hidden_layers=1, num_attention_heads=2, intermediate_size=2 * dim)
+    ).save_pretrained(bert_dir)
+    tokenizer.save_pretrained(bert_dir)
+    transformer = st_models.Transformer(str(bert_dir), max_seq_length=64)
+    pooling = st_models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    encoder = SentenceTransformer(modules=[transformer, pooling], device="cpu")
+    encoder.save(str(Path(folder) / "st"))
+    return str(Path(folder) / "st")
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory):
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    return build_tiny_sentence_encoder(tmp_path_factory.mktemp("tiny_encoder"))
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run in a temp folder: RecBole writes ./log, ./log_tensorboard and ./saved."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_config(tiny_llm):
+    """Properties for fast runs on the synthetic fixture dataset."""
+    return {
+        "data_path": str(REPO / "dataset"),
+        "llm_path": tiny_llm,
+        "item_text_template": "{title}",
+        "item_text_max_tokens": 12,
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
+        "train_neg_sample_args": None,
+        "metrics": ["Hit", "NDCG", "MRR"],
+        "topk": [1, 5],
+        "valid_metric": "NDCG@5",
+        "epochs": 1,
+        "show_progress": False,
+        "eval_batch_size": 50,
+        "llm_eval_user_batch": 3,
+        "llm_score_row_chunk": 7,
+        "reproducibility": True,
+        "state": "WARNING",
+    }
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_models: end-to-end test with the real default LLM / encoder")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
