@@ -110,6 +110,7 @@ def tiny_config(tiny_llm):
     """Properties for fast runs on the synthetic fixture dataset."""
     return {
         "data_path": str(REPO / "dataset"),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
         "llm_path": tiny_llm,
         "item_text_template": "{title}",
         "item_text_max_tokens": 12,

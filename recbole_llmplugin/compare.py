@@ -1,0 +1,59 @@
+"""Several models, the same properties, one table: the runner's multi-model mode.
+
+``run_recbole_llm.py --model=SASRec,LLMOnly --dataset=ml-100k --config_files=...`` runs each model
+through ``run_recbole_llm`` (with ``eval_candidates: fixed`` they rank identical candidates) and
+prints their test metrics and costs side by side. A model that fails is reported as failed; the
+others still run.
+"""
+
+import traceback
+from logging import getLogger
+
+from tabulate import tabulate
+
+from recbole_llmplugin.errors import PluginError
+from recbole_llmplugin.quick_start import run_recbole_llm
+
+COST_COLUMNS = [
+    ("fit_seconds", "train s"),
+    ("eval_seconds_per_user", "eval s/user"),
+    ("peak_rss_mb", "peak RSS MiB"),
+    ("trainable_parameters", "trainable params"),
+]
+
+
+def run_models(models, dataset, config_file_list=None, config_dict=None):
+    results = []
+    for name in models:
+        try:
+            results.append(run_recbole_llm(name, dataset, config_file_list, config_dict))
+        except Exception as error:  # one model's failure must not stop the comparison
+            if not isinstance(error, PluginError):
+                getLogger().error(traceback.format_exc())
+            results.append({"model": name, "dataset": dataset, "error": f"{type(error).__name__}: {error}"})
+    return results
+
+
+def comparison_table(results, tablefmt="github"):
+    """Markdown table: one row per model, test metrics then costs."""
+    metrics = []
+    for result in results:
+        for key in result.get("test_result") or {}:
+            if key not in metrics:
+                metrics.append(key)
+    rows = []
+    for result in results:
+        if "error" in result:
+            rows.append([result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) - 1))
+            continue
+        row = [result["model"]] + [f"{float(result['test_result'][m]):.4f}" for m in metrics]
+        costs = result["costs"]
+        row += [
+            f"{costs['fit_seconds']:.1f}",
+            f"{costs['eval_seconds_per_user']:.3f}",
+            f"{costs['peak_rss_mb']:.0f}",
+            f"{costs['trainable_parameters']:,}",
+        ]
+        rows.append(row)
+    headers = ["model"] + metrics + [label for _, label in COST_COLUMNS]
+    return tabulate(rows, headers=headers, tablefmt=tablefmt)

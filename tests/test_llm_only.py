@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from conftest import TINY_DATASET
+from recbole_llmplugin import load_data_and_model, run_recbole_llm
+from recbole_llmplugin.models.base import user_blocks
+from recbole_llmplugin.trainer import LLMTrainer
+
+
+def test_llm_only_runs_through_the_runner_and_reloads(workdir, tiny_config):
+    result = run_recbole_llm("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
+    metrics = result["test_result"]
+    assert set(metrics) >= {"hit@1", "hit@5", "ndcg@5", "mrr@5"}
+    assert 0.0 <= metrics["hit@1"] <= metrics["hit@5"] <= 1.0
+    assert result["costs"]["trainable_parameters"] == 0
+
+    config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
+    assert type(model).__name__ == "LLMOnly"
+    again = LLMTrainer(config, model).evaluate(test_data, load_best_model=False)
+    assert dict(again) == dict(metrics)  # same candidates, deterministic scorer
+
+
+def test_scores_do_not_depend_on_block_position(workdir, tiny_config):
+    from recbole_llmplugin.quick_start import build_config, prepare_data
+    from recbole_llmplugin.models.llm_only import LLMOnly
+
+    config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
+    _, train_data, _, test_data = prepare_data(config)
+    model = LLMOnly(config, train_data._dataset)
+    interaction = next(iter(test_data))[0]
+    block, _ = user_blocks(interaction["user_id"])
+    scores = model.predict(interaction)
+    # reverse the order of users and shuffle rows inside each block
+    order = torch.cat([torch.nonzero(block == b).flatten().flip(0) for b in reversed(range(int(block.max()) + 1))])
+    permuted = model.predict(interaction[order])
+    torch.testing.assert_close(permuted, scores[order], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(scores[block == 0], scores[block == 0][0].expand(int((block == 0).sum())))
