@@ -12,7 +12,6 @@ with the same value and seed sees the same users.
 
 import hashlib
 import os
-import tempfile
 from logging import getLogger
 
 import numpy as np
@@ -21,6 +20,7 @@ from recbole.data.dataloader import NegSampleEvalDataLoader
 from recbole.utils import set_color
 
 from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.files import atomic_write
 
 PHASES = ("valid", "test")
 
@@ -88,18 +88,12 @@ def candidate_file(config, dataset, n_neg, seed):
     return os.path.join(config["checkpoint_dir"], "eval_candidates", name)
 
 
-def _save_atomic(path, arrays):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-    os.close(fd)
-    try:
+def _save_arrays(path, arrays):
+    def write(tmp):
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(path, write)
 
 
 def load_or_draw(config, dataset, n_neg):
@@ -137,7 +131,7 @@ def load_or_draw(config, dataset, n_neg):
     arrays = {"n_neg": np.array(n_neg), "seed": np.array(seed), "user_tokens": dataset.id2token(uid_field, users).astype(str)}
     for phase in PHASES:
         arrays[f"{phase}_item_tokens"] = dataset.id2token(iid_field, tables[phase][users]).astype(str)
-    _save_atomic(path, arrays)
+    _save_arrays(path, arrays)
     logger.info(set_color("eval candidates", "green") + f": drew fixed candidates (seed {seed}) into {path}")
     return tables
 

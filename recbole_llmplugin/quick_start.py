@@ -5,11 +5,9 @@ model lookup (plugin registry), property files, the dataset check and the evalua
 the plugin's.
 """
 
-import os
 import time
 from logging import getLogger
 
-import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, get_trainer, init_logger, init_seed, set_color

@@ -6,7 +6,6 @@ optimizer), and reloads both for ``evaluate(load_best_model=True)`` and resuming
 """
 
 import os
-import tempfile
 from logging import getLogger
 
 import torch
@@ -14,30 +13,19 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 from safetensors.torch import load_file, save_file
 
+from recbole_llmplugin.files import atomic_write
+
 
 def weights_path(checkpoint_file):
     return os.path.splitext(checkpoint_file)[0] + ".safetensors"
 
 
-def _atomic(path, write):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(path, meta, weights):
     """Write ``weights`` (name -> tensor) as safetensors and ``meta`` with torch.save, each atomically."""
     weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
-    _atomic(weights_path(path), lambda tmp: save_file(weights, tmp))
+    atomic_write(weights_path(path), lambda tmp: save_file(weights, tmp))
     meta = dict(meta, state_dict=None, weights_file=os.path.basename(weights_path(path)))
-    _atomic(path, lambda tmp: torch.save(meta, tmp, pickle_protocol=4))
+    atomic_write(path, lambda tmp: torch.save(meta, tmp, pickle_protocol=4))
 
 
 def load_checkpoint(path, map_location="cpu"):

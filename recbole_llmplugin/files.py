@@ -1,0 +1,18 @@
+"""Writing files so that an interruption never leaves a half-written one behind."""
+
+import os
+import tempfile
+
+
+def atomic_write(path, write):
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
