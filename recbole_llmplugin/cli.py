@@ -16,23 +16,20 @@ def main(argv=None):
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML property files")
     args, _ = parser.parse_known_args(argv)
 
-    from recbole_llmplugin import PluginError, run_recbole_llm
+    from recbole_llmplugin import PluginError
     from recbole_llmplugin.compare import comparison_table, run_models
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
-    if len(models) > 1:
-        results = run_models(models, args.dataset, config_files)
-        users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
-        print(
-            f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
-            f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model):\n"
-        )
-        print(comparison_table(results))
-        return 0 if all("error" not in r for r in results) else 1
     try:
-        run_recbole_llm(model=models[0], dataset=args.dataset, config_file_list=config_files)
+        results = run_models(models, args.dataset, config_files, isolate_failures=len(models) > 1)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
+    users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
+    print(
+        f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
+        f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model):\n"
+    )
+    print(comparison_table(results))
+    return 0 if all("error" not in r for r in results) else 1

@@ -22,12 +22,17 @@ COST_COLUMNS = [
 ]
 
 
-def run_models(models, dataset, config_file_list=None, config_dict=None):
+def run_models(models, dataset, config_file_list=None, config_dict=None, isolate_failures=True):
+    """Run each model; with ``isolate_failures`` a failure becomes a FAILED row instead of raising."""
     results = []
     for name in models:
         try:
-            results.append(run_recbole_llm(name, dataset, config_file_list, config_dict))
+            result = run_recbole_llm(name, dataset, config_file_list, config_dict)
+            results.extend(result.get("companions", []))  # e.g. ALLMRec's CF backbone, same candidates
+            results.append(result)
         except Exception as error:  # one model's failure must not stop the comparison
+            if not isolate_failures:
+                raise
             if not isinstance(error, PluginError):
                 getLogger().error(traceback.format_exc())
             results.append({"model": name, "dataset": dataset, "error": f"{type(error).__name__}: {error}"})
@@ -36,6 +41,10 @@ def run_models(models, dataset, config_file_list=None, config_dict=None):
 
 def comparison_table(results, tablefmt="github"):
     """Markdown table: one row per model, test metrics then costs."""
+    return tabulate(*_table(results), tablefmt=tablefmt)
+
+
+def _table(results):
     metrics = []
     for result in results:
         for key in result.get("test_result") or {}:
@@ -44,7 +53,7 @@ def comparison_table(results, tablefmt="github"):
     rows = []
     for result in results:
         if "error" in result:
-            rows.append([result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) - 1))
+            rows.append([result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS)))
             continue
         row = [result["model"]] + [f"{float(result['test_result'][m]):.4f}" for m in metrics]
         costs = result["costs"]
@@ -53,7 +62,8 @@ def comparison_table(results, tablefmt="github"):
             f"{costs['eval_seconds_per_user']:.3f}",
             f"{costs['peak_rss_mb']:.0f}",
             f"{costs['trainable_parameters']:,}",
+            " / ".join(f"{k[:-8]} {v:.0f}" for k, v in costs.items() if k.endswith("_seconds") and k.startswith("stage")),
         ]
         rows.append(row)
-    headers = ["model"] + metrics + [label for _, label in COST_COLUMNS]
-    return tabulate(rows, headers=headers, tablefmt=tablefmt)
+    headers = ["model"] + metrics + [label for _, label in COST_COLUMNS] + ["train s per stage"]
+    return rows, headers

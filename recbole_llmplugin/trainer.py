@@ -6,11 +6,14 @@ optimizer), and reloads both for ``evaluate(load_best_model=True)`` and resuming
 """
 
 import os
+import time
+from dataclasses import dataclass
 from logging import getLogger
 
+import numpy as np
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import init_seed, set_color
 from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.files import atomic_write
@@ -90,3 +93,73 @@ class LLMTrainer(Trainer):
             self._load_weights(checkpoint_file)
             self.logger.info(f"Loading trained parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+@dataclass
+class Stage:
+    """One training stage of a multi-stage model."""
+
+    name: str
+    epochs: int
+    learning_rate: float
+    batch_size: int
+    checkpoint: str  # reused when complete, resumed when not
+    validate: bool = False  # evaluate on valid data each eval_step (early stopping) or not
+    seed_offset: int = 0
+
+
+class StagedTrainer(LLMTrainer):
+    """Runs ``model.training_stages()`` in order inside RecBole's ``Trainer.fit`` loop.
+
+    Each stage has its own epochs, learning rate, batch size (its own train loader from
+    ``model.stage_train_loader``) and checkpoint file: a complete stage checkpoint is reused by later
+    runs, an incomplete one is resumed. Every stage re-seeds before it starts, so a run that reuses a
+    finished stage trains the next stage exactly as an uninterrupted run would.
+    """
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.stage_seconds = {}
+        result = (-1, None)
+        for stage in self.model.training_stages():
+            start = time.time()
+            result = self._fit_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
+            self.stage_seconds[f"{stage.name}_seconds"] = time.time() - start
+        return result
+
+    def _reset_for(self, stage):
+        self.model.set_stage(stage.name)
+        self.epochs = stage.epochs
+        self.eval_step = max(1, min(self.config["eval_step"], stage.epochs))
+        self.start_epoch, self.cur_step = 0, 0
+        self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
+        self.best_valid_result = None
+        self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=stage.learning_rate)
+        self.saved_model_file = stage.checkpoint
+
+    def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
+        init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
+        self._reset_for(stage)
+        if os.path.isfile(stage.checkpoint):
+            checkpoint = load_checkpoint(stage.checkpoint, map_location=self.device)
+            if checkpoint.get("stage_complete"):
+                self.model.load_trainable_state_dict(checkpoint["weights"])
+                self.logger.info(set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {stage.checkpoint}")
+                return checkpoint["best_valid_score"], checkpoint.get("best_valid_result")
+            self.resume_checkpoint(stage.checkpoint)
+        loader = self.model.stage_train_loader(stage, train_data)
+        self.logger.info(
+            set_color(f"{stage.name}", "green")
+            + f": {stage.epochs} epochs, lr {stage.learning_rate}, batch {stage.batch_size}, {len(loader.dataset)} examples"
+        )
+        result = Trainer.fit(
+            self, loader, valid_data if stage.validate else None, verbose, True, show_progress, callback_fn
+        )
+        if stage.validate and os.path.isfile(stage.checkpoint):  # continue from the best epoch, not the last
+            self._load_weights(stage.checkpoint)
+        elif not os.path.isfile(stage.checkpoint):
+            self._save_checkpoint(self.epochs - 1, verbose=verbose)
+        checkpoint = load_checkpoint(stage.checkpoint)
+        meta = {k: v for k, v in checkpoint.items() if k not in ("weights", "state_dict", "weights_file")}
+        meta.update(stage_complete=True, best_valid_result=self.best_valid_result)
+        save_checkpoint(stage.checkpoint, meta, checkpoint["weights"])
+        return result

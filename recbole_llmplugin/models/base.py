@@ -62,6 +62,12 @@ class LLMRecommender(SequentialRecommender):
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
         self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"])
 
+    def train(self, mode=True):
+        """The frozen LLM stays in eval mode (no dropout) while the trained modules train."""
+        super().train(mode)
+        self.llm.eval()
+        return self
+
     # --- checkpoints: only what was trained -------------------------------------------------
     def trainable_state_dict(self):
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
@@ -89,12 +95,22 @@ class LLMRecommender(SequentialRecommender):
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 
-    def prompt_embeddings(self, input_ids, attention_mask, interaction_rows, histories, candidates):
-        """[U, Lp, H] embeddings of tokenized prompts; subclasses replace soft-token positions."""
+    def prompt_embeddings(self, input_ids, users, histories, candidates):
+        """[U, Lp, H] embeddings of tokenized prompts; subclasses replace soft-token positions.
+
+        users: dict with each prompt's ``item_seq`` [U, L], ``item_seq_len`` [U] and ``user_id`` [U].
+        """
         return self.llm.get_input_embeddings()(input_ids)
 
     def prompt_texts(self, histories, candidates):
         return self.prompt_builder.prompts(histories, candidates)
+
+    def user_fields(self, interaction, rows):
+        return {
+            "item_seq": interaction[self.ITEM_SEQ][rows],
+            "item_seq_len": interaction[self.ITEM_SEQ_LEN][rows],
+            "user_id": interaction[self.USER_ID][rows],
+        }
 
     # --- ranking RecBole's candidates -----------------------------------------------------------
     @torch.inference_mode()
@@ -113,7 +129,8 @@ class LLMRecommender(SequentialRecommender):
         """Scores of ``rows`` (owner: 0..U-1 per row; first_rows: each user's first row)."""
         user_ids = interaction[self.USER_ID]
         item_ids = interaction[self.ITEM_ID]
-        histories = self.recent_history(interaction[self.ITEM_SEQ][first_rows], interaction[self.ITEM_SEQ_LEN][first_rows])
+        users = self.user_fields(interaction, first_rows)
+        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
         keys = prompt_order(user_ids[rows], item_ids[rows])
         order = torch.argsort(owner * 2147483647 + keys)  # group by user, then by the row-free key
         cand_items = item_ids[rows][order]
@@ -121,7 +138,7 @@ class LLMRecommender(SequentialRecommender):
         counts = torch.bincount(cand_owner, minlength=len(first_rows)).tolist()
         candidates = [c.tolist() for c in torch.split(cand_items, counts)]
         input_ids, attention_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
-        embeds = self.prompt_embeddings(input_ids, attention_mask, first_rows, histories, candidates)
+        embeds = self.prompt_embeddings(input_ids, users, histories, candidates)
         row_items = item_ids[rows]
         return self.scorer.score(
             embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner

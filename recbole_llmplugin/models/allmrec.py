@@ -1,0 +1,384 @@
+"""A-LLMRec: "Large Language Models meet Collaborative Filtering: An Efficient All-round LLM-based
+Recommender System" (Kim et al., KDD 2024, arXiv 2404.11343).
+
+A frozen, trained RecBole sequential model (the CF backbone) and a frozen LLM are joined by a small
+alignment network, the only thing trained:
+
+- Stage 1 (Eq. 2-6): an item autoencoder (d -> d' -> d) over the backbone's item embeddings and a
+  text autoencoder (t -> d' -> t) over sentence-encoder embeddings of item text, trained with
+  matching MSE + alpha * item reconstruction + beta * text reconstruction + a recommendation BCE of
+  the backbone's user representation against decoded positive / negative item embeddings.
+- Stage 2 (Eq. 7-8): F_U (d -> LLM hidden) gives one soft user token before the prompt and F_I
+  (d' -> LLM hidden) one soft item token after each history and candidate title; trained on the
+  next-item title generation loss with everything else frozen.
+
+Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tokens included);
+``full_sort_predict`` re-ranks the backbone's top ``rerank_topk`` items.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from logging import getLogger
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
+from torch import nn
+
+from recbole_llmplugin.cf_backbone import CFBackbone
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.models.base import LLMRecommender
+from recbole_llmplugin.registry import register_model
+from recbole_llmplugin.text_encoder import encode, frozen_embeddings, load_text_encoder, set_trainable
+from recbole_llmplugin.trainer import Stage, StagedTrainer
+
+USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
+
+
+def mlp(in_size, hidden, out_size, dropout=0.0):
+    return nn.Sequential(nn.Linear(in_size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_size))
+
+
+def _digest(*parts):
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@register_model
+class ALLMRec(LLMRecommender):
+    trainer_class = StagedTrainer
+    special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
+    stage1_modules = ("item_encoder", "item_decoder", "text_encoder_ae", "text_decoder")
+    stage2_modules = ("user_projection", "item_projection")
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.config = config
+        self.alpha = config["stage1_alpha"]
+        self.beta = config["stage1_beta"]
+        self.n_candidates = config["stage2_candidates"]
+        self.joint_embedding = config["joint_embedding"]
+        self.rerank_topk = config["rerank_topk"]
+        self.eval_mode = config["eval_mode"]
+        self.text_trainable = config["text_encoder_trainable"]
+        if self.joint_embedding not in ("cf", "text"):
+            raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
+        if self.eval_mode not in ("score", "generate"):
+            raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of score, generate")
+
+        self.backbone = CFBackbone(config["cf_checkpoint"], dataset, device=config["device"])
+        d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
+
+        self.sentence_encoder = load_text_encoder(config["text_encoder"], device=config["device"])
+        set_trainable(self.sentence_encoder, self.text_trainable)
+        t = self.sentence_encoder.get_sentence_embedding_dimension()
+        if self.text_trainable == "none":
+            table = frozen_embeddings(
+                self.sentence_encoder, self.item_texts.texts, os.path.join(config["checkpoint_dir"], "text_cache"),
+                config["text_encoder"], show_progress=config["show_progress"],
+            )
+            self.register_buffer("text_table", table.to(config["device"]), persistent=False)  # [n_items, t]
+            self.sentence_encoder = None  # not needed any more: every item's text is encoded
+
+        hidden1 = config["stage1_hidden_size"]
+        self.item_encoder = mlp(d, hidden1, d_joint)
+        self.item_decoder = mlp(d_joint, hidden1, d)
+        self.text_encoder_ae = mlp(t, hidden1, d_joint)
+        self.text_decoder = mlp(d_joint, hidden1, t)
+        h_llm = self.llm.get_input_embeddings().weight.shape[1]
+        hidden2 = config["projection_hidden_size"] or h_llm
+        self.user_projection = mlp(d, hidden2, h_llm)  # F_U
+        self.item_projection = mlp(d_joint, hidden2, h_llm)  # F_I
+        self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
+        self.stage = "stage2"
+        self.set_stage("eval")
+
+    # --- stages ----------------------------------------------------------------------------
+    def _trained_module_names(self):
+        names = list(self.stage1_modules) + list(self.stage2_modules)
+        return names + (["sentence_encoder"] if self.sentence_encoder is not None else [])
+
+    def trainable_state_dict(self):
+        """Stage-1 and stage-2 modules (and a trainable text encoder); never the LLM or backbone."""
+        return {
+            f"{name}.{key}": value
+            for name in self._trained_module_names()
+            for key, value in getattr(self, name).state_dict().items()
+        }
+
+    def load_trainable_state_dict(self, weights):
+        expected = set(self.trainable_state_dict())
+        if set(weights) != expected:
+            raise ConfigValueError(
+                f"checkpoint does not match ALLMRec: missing {sorted(expected - set(weights))[:5]}, "
+                f"unexpected {sorted(set(weights) - expected)[:5]} (different sizes or text_encoder_trainable?)"
+            )
+        for name in self._trained_module_names():
+            prefix = name + "."
+            getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+
+    def set_stage(self, stage):
+        """Only the modules of ``stage`` require grad (``eval``: none)."""
+        self.requires_grad_(False)
+        if stage == "stage1":
+            for name in self.stage1_modules:
+                getattr(self, name).requires_grad_(True)
+            if self.sentence_encoder is not None:
+                set_trainable(self.sentence_encoder, self.text_trainable)
+        elif stage == "stage2":
+            for name in self.stage2_modules:
+                getattr(self, name).requires_grad_(True)
+        if stage != "eval":
+            self.stage = stage
+
+    def _signature(self, stage):
+        c = self.config
+        keys = ["cf_checkpoint", "text_encoder", "text_encoder_trainable", "stage1_embedding_size", "stage1_hidden_size",
+                "stage1_alpha", "stage1_beta", "stage1_epochs", "stage1_learning_rate", "stage1_batch_size",
+                "stage1_all_positions", "seed", "train_user_sample", "item_text_template"]
+        if stage == "stage2":
+            keys += ["llm_path", "llm_dtype", "projection_hidden_size", "joint_embedding", "stage2_epochs",
+                     "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
+                     "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
+                     "eval_user_sample", "valid_metric", "stage2_validate"]
+        cf_stat = os.stat(c["cf_checkpoint"])
+        return _digest(c["dataset"], [c[k] for k in keys], cf_stat.st_size, cf_stat.st_mtime_ns)
+
+    def training_stages(self):
+        c = self.config
+        folder = os.path.join(c["checkpoint_dir"], "allmrec")
+        return [
+            Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"],
+                  os.path.join(folder, f"{c['dataset']}-stage1-{self._signature('stage1')}.pth"), validate=False, seed_offset=1),
+            Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
+                  os.path.join(folder, f"{c['dataset']}-stage2-{self._signature('stage2')}.pth"), validate=c["stage2_validate"],
+                  seed_offset=2),
+        ]
+
+    def stage_train_loader(self, stage, train_data):
+        """Training examples of a stage: each user's last training position (or all positions with
+        ``stage1_all_positions`` in stage 1), optionally for a seeded ``train_user_sample`` of users."""
+        dataset = train_data._dataset
+        inter = dataset.inter_feat
+        uid = inter[self.USER_ID].numpy()
+        length = inter[self.ITEM_SEQ_LEN].numpy()
+        keep = np.ones(len(uid), dtype=bool)
+        if not (stage.name == "stage1" and self.config["stage1_all_positions"]):
+            longest = np.zeros(uid.max() + 1, dtype=length.dtype)
+            np.maximum.at(longest, uid, length)
+            keep &= length == longest[uid]
+        sample = self.config["train_user_sample"]
+        if sample:
+            users = np.unique(uid)
+            chosen = np.random.default_rng(self.config["seed"]).choice(users, size=min(int(sample), len(users)), replace=False)
+            keep &= np.isin(uid, chosen)
+            getLogger().info(f"{stage.name}: training on a seeded sample of {len(chosen)} of {len(users)} users")
+        subset = dataset.copy(inter[torch.from_numpy(keep)])
+        saved_batch = self.config["train_batch_size"]
+        self.config["train_batch_size"] = stage.batch_size
+        try:
+            return TrainDataLoader(self.config, subset, None, shuffle=True)
+        finally:
+            self.config["train_batch_size"] = saved_batch
+
+    # --- embeddings ----------------------------------------------------------------------------
+    def text_embeddings(self, items):
+        """[N, t] sentence embeddings of items (cached table when the encoder is frozen)."""
+        if self.sentence_encoder is None:
+            return self.text_table[items]
+        return encode(self.sentence_encoder, [self.item_texts[i] for i in items.tolist()])
+
+    def joint_item_embeddings(self, items):
+        """[N, d'] aligned embeddings used for item tokens (CF or text path)."""
+        if self.joint_embedding == "cf":
+            return self.item_encoder(self.backbone.item_embeddings()[items])
+        return self.text_encoder_ae(self.text_embeddings(items))
+
+    def user_representation(self, users):
+        with torch.no_grad():
+            return self.backbone.user_representation(users["item_seq"], users["item_seq_len"], users["user_id"])
+
+    def random_items(self, shape, exclude):
+        """Uniform item ids of ``shape`` not in ``exclude`` ([B, *] ids per row; 0 is padding)."""
+        items = torch.randint(1, self.n_items, shape, device=exclude.device)
+        for _ in range(20):
+            clash = (items.unsqueeze(-1) == exclude.unsqueeze(1)).any(-1)  # [B, k]
+            if not clash.any():
+                break
+            items[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=exclude.device)
+        return items
+
+    # --- stage 1 ---------------------------------------------------------------------------------
+    def stage1_losses(self, interaction):
+        seq, seq_len, pos = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
+        exclude = torch.cat([seq, pos[:, None]], 1)  # [B, L+1]
+        neg = self.random_items((len(pos), 1), exclude)[:, 0]  # [B]
+        items = torch.cat([pos, neg])  # [2B]
+        with torch.no_grad():
+            e = self.backbone.item_embeddings()[items]  # [2B, d]
+            user = self.backbone.user_representation(seq, seq_len, interaction[self.USER_ID])  # [B, d]
+        q = self.text_embeddings(items)  # [2B, t]
+        z_item, z_text = self.item_encoder(e), self.text_encoder_ae(q)  # [2B, d']
+        e_rec, q_rec = self.item_decoder(z_item), self.text_decoder(z_text)
+        logits = (user.repeat(2, 1) * e_rec).sum(-1)  # [2B]
+        labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).float()
+        return {
+            "matching": F.mse_loss(z_item, z_text),
+            "item_reconstruction": F.mse_loss(e_rec, e),
+            "text_reconstruction": F.mse_loss(q_rec, q),
+            "recommendation": F.binary_cross_entropy_with_logits(logits, labels),
+        }
+
+    # --- stage 2 ---------------------------------------------------------------------------------
+    def prompt_texts(self, histories, candidates):
+        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN + " ", " " + HISTORY_TOKEN, " " + CANDIDATE_TOKEN)
+
+    def prompt_embeddings(self, input_ids, users, histories, candidates):
+        """Token embeddings with F_U(user) at [UserRep] and F_I(item) after each title."""
+        embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
+        device = input_ids.device
+        soft = {
+            USER_TOKEN: self.user_projection(self.user_representation(users)),  # [U, H]
+            HISTORY_TOKEN: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
+            CANDIDATE_TOKEN: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
+        }
+        embeds = embeds.clone()
+        for token, values in soft.items():
+            mask = input_ids == self.token_ids[token]  # [U, Lp]
+            if int(mask.sum()) != len(values):
+                raise ConfigValueError(f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates")
+            embeds[mask] = values.to(embeds.dtype)
+        return embeds
+
+    def _item_tokens(self, items, device):
+        items = torch.tensor(items, dtype=torch.long, device=device)
+        return self.item_projection(self.joint_item_embeddings(items))
+
+    def training_candidates(self, seq, target):
+        """[B, n_candidates]: the target and random negatives outside the history, shuffled."""
+        exclude = torch.cat([seq, target[:, None]], 1)
+        negatives = self.random_items((len(target), self.n_candidates - 1), exclude)
+        candidates = torch.cat([target[:, None], negatives], 1)
+        order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
+        return candidates.gather(1, order)
+
+    def stage2_loss(self, interaction):
+        target = interaction[self.ITEM_ID]  # [B]
+        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
+        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
+        candidates = self.training_candidates(users["item_seq"], target).tolist()
+        input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
+        prompt = self.prompt_embeddings(input_ids, users, histories, candidates)  # [B, Lp, H]
+        lengths = self.answer_lengths[target]  # [B]
+        width = int(lengths.max())
+        answer = self.answer_ids[target][:, :width]  # [B, La]
+        answer_mask = torch.arange(width, device=target.device)[None, :] < lengths[:, None]  # [B, La]
+        embeds = torch.cat([prompt, self.llm.get_input_embeddings()(answer)], 1)
+        mask = torch.cat([prompt_mask, answer_mask.long()], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {self.scorer.keep_name: width + 1} if self.scorer.keep_name else {}
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs).logits
+        logits = logits[:, -(width + 1):-1].float()  # [B, La, V]: position t predicts answer token t
+        return F.cross_entropy(logits[answer_mask], answer[answer_mask])
+
+    def calculate_loss(self, interaction):
+        if self.stage == "stage1":
+            losses = self.stage1_losses(interaction)
+            return (losses["matching"], self.alpha * losses["item_reconstruction"],
+                    self.beta * losses["text_reconstruction"], losses["recommendation"])
+        return self.stage2_loss(interaction)
+
+    # --- evaluation ------------------------------------------------------------------------------
+    def _score_rows(self, interaction, rows, owner, first_rows):
+        if self.eval_mode == "score":
+            return super()._score_rows(interaction, rows, owner, first_rows)
+        return self._generate_rows(interaction, rows, owner, first_rows)
+
+    def _generate_rows(self, interaction, rows, owner, first_rows):
+        """Paper protocol: greedy-generate one title; 1 for the matching candidate, else a row-free
+        tie-breaker below 0 (so only hit@1 is meaningful)."""
+        from recbole_llmplugin.models.base import prompt_order
+
+        user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        users = self.user_fields(interaction, first_rows)
+        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
+        order = torch.argsort(owner * 2147483647 + prompt_order(user_ids[rows], item_ids[rows]))
+        counts = torch.bincount(owner[order], minlength=len(first_rows)).tolist()
+        candidates = [c.tolist() for c in torch.split(item_ids[rows][order], counts)]
+        input_ids, mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
+        embeds = self.prompt_embeddings(input_ids, users, histories, candidates)
+        generated = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(self.answer_lengths.max()) + 2,
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+        )
+        texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
+        matched = torch.tensor(
+            [bool(a) and texts[o].startswith(a) for a, o in zip(answers, owner.tolist())], device=rows.device
+        )
+        self.generate_unmatched = getattr(self, "generate_unmatched", 0) + int(
+            (torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float()) == 0).sum()
+        )
+        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647
+        return torch.where(matched, torch.ones_like(tie), -1 - tie)
+
+    @torch.inference_mode()
+    def full_sort_predict(self, interaction):
+        """The backbone retrieves the top ``rerank_topk`` unseen items, A-LLMRec scores them; every
+        other item gets -inf."""
+        seq, seq_len, uid = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
+        cf_scores = self.backbone.full_sort_scores(seq, seq_len, uid)  # [B, n_items]
+        cf_scores[:, 0] = -torch.inf
+        cf_scores.scatter_(1, seq, -torch.inf)  # history excluded
+        top = cf_scores.topk(self.rerank_topk, dim=1).indices  # [B, K]
+        k = top.shape[1]
+        rows = Interaction({
+            self.USER_ID: uid.repeat_interleave(k),
+            self.ITEM_SEQ: seq.repeat_interleave(k, 0),
+            self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
+            self.ITEM_ID: top.reshape(-1),
+        })
+        scores = torch.full_like(cf_scores, -torch.inf)
+        scores.scatter_(1, top, self.predict(rows).view(-1, k).to(scores.dtype))
+        return scores
+
+    # --- backbone preparation (cf_checkpoint: auto) ------------------------------------------------
+    @classmethod
+    def prepare_run(cls, config, config_file_list, config_dict):
+        """Train (or reuse) the CF backbone when ``cf_checkpoint: auto``; returns its run result."""
+        if config["cf_checkpoint"] != "auto":
+            return []
+        from recbole_llmplugin.quick_start import run_recbole_llm
+
+        cf_model = config["cf_model"]
+        key = _digest(config["dataset"], cf_model, config["seed"], config["MAX_ITEM_LIST_LENGTH"], config["eval_args"],
+                      config_file_list, {k: v for k, v in (config_dict or {}).items() if k in ("epochs", "learning_rate")})
+        folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
+        path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
+        summary = path[:-4] + ".json"
+        logger = getLogger()
+        if os.path.isfile(path) and os.path.isfile(summary):
+            logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}")
+            with open(summary, encoding="utf-8") as handle:
+                result = json.load(handle)
+        else:
+            logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
+            overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
+            result = run_recbole_llm(cf_model, config["dataset"], config_file_list, overrides, saved=True)
+            os.makedirs(folder, exist_ok=True)
+            atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
+            result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
+            result = json.loads(json.dumps(result, default=float))
+            result["saved_model_file"] = path
+            atomic_write(summary, lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(result, indent=1)))
+        config["cf_checkpoint"] = path
+        result["model"] = f"{cf_model} (backbone)"
+        return [result]
+
+
+def _normalise(text):
+    return " ".join(text.lower().replace('"', " ").split())

@@ -1,0 +1,201 @@
+import glob
+import os
+
+import pytest
+import torch
+
+from conftest import TINY_DATASET
+from recbole.utils import init_seed
+from recbole_llmplugin import run_recbole_llm
+from recbole_llmplugin.cf_backbone import CFBackbone
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.models.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
+from recbole_llmplugin.models.base import user_blocks
+from recbole_llmplugin.quick_start import build_config, prepare_data
+
+BACKBONE_PROPS = {"hidden_size": 16, "inner_size": 32, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1}
+
+
+def train_backbone(tiny_config, folder, model="SASRec", **extra):
+    extra_props = {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}} if model == "BERT4Rec" else {}
+    props = {**tiny_config, **BACKBONE_PROPS, **extra_props, **extra, "checkpoint_dir": str(folder)}
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return run_recbole_llm(model, TINY_DATASET, config_dict=props)["saved_model_file"]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory, tiny_llm):
+    from conftest import REPO
+
+    config = {
+        "data_path": str(REPO / "dataset"), "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": 20, "train_neg_sample_args": None, "show_progress": False, "state": "WARNING",
+        "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
+    }
+    return train_backbone(config, tmp_path_factory.mktemp("backbone"))
+
+
+@pytest.fixture
+def allmrec_config(tiny_config, tiny_encoder, backbone):
+    return {
+        **tiny_config, "cf_checkpoint": backbone, "text_encoder": tiny_encoder, "stage1_embedding_size": 8,
+        "stage1_hidden_size": 16, "projection_hidden_size": 16, "stage1_epochs": 2, "stage2_epochs": 1,
+        "stage1_batch_size": 16, "stage2_batch_size": 8, "stage2_candidates": 5, "eval_candidates": "fixed",
+    }
+
+
+def build(allmrec_config, **overrides):
+    config, _ = build_config("ALLMRec", TINY_DATASET, config_dict={**allmrec_config, **overrides})
+    init_seed(config["seed"], True)
+    _, train_data, valid_data, test_data = prepare_data(config)
+    model = ALLMRec(config, train_data._dataset)
+    return model, train_data, test_data
+
+
+def _batch(model, train_data, stage, n=8):
+    from recbole_llmplugin.trainer import Stage
+
+    loader = model.stage_train_loader(Stage(stage, 1, 1e-3, n, "unused"), train_data)
+    return next(iter(loader))
+
+
+def _frozen_state(model):
+    return {k: v.clone() for k, v in list(model.llm.state_dict().items()) + [("bb." + k, v) for k, v in model.backbone.state_dict().items()]}
+
+
+def test_each_stage1_loss_decreases_and_frozen_parts_stay(workdir, allmrec_config):
+    model, train_data, _ = build(allmrec_config)
+    batch = _batch(model, train_data, "stage1")
+    model.set_stage("stage1")
+    frozen = _frozen_state(model)
+    stage2_before = {k: v.clone() for k, v in model.user_projection.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    torch.manual_seed(0)
+    first = {k: float(v) for k, v in model.stage1_losses(batch).items()}
+    for _ in range(60):
+        torch.manual_seed(0)  # same negatives each step: a fixed batch
+        losses = model.stage1_losses(batch)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        optimizer.step()
+    torch.manual_seed(0)
+    last = {k: float(v) for k, v in model.stage1_losses(batch).items()}
+    for name in first:
+        assert last[name] < first[name], name
+    after = _frozen_state(model)
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert all(torch.equal(stage2_before[k], v) for k, v in model.user_projection.state_dict().items())
+
+
+def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_config):
+    model, train_data, _ = build(allmrec_config)
+    batch = _batch(model, train_data, "stage2", n=4)
+    model.set_stage("stage2")
+    frozen = _frozen_state(model)
+    stage1 = {k: v.clone() for k, v in model.item_encoder.state_dict().items()}
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    torch.manual_seed(0)
+    first = float(model.stage2_loss(batch))
+    for _ in range(15):
+        torch.manual_seed(0)
+        loss = model.stage2_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.manual_seed(0)
+    assert float(model.stage2_loss(batch)) < first
+    after = _frozen_state(model)
+    assert all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert all(torch.equal(stage1[k], v) for k, v in model.item_encoder.state_dict().items())
+
+
+def test_soft_tokens_replace_exactly_their_positions(workdir, allmrec_config):
+    model, train_data, _ = build(allmrec_config)
+    batch = _batch(model, train_data, "stage2", n=3)
+    users = model.user_fields(batch, torch.arange(3))
+    histories = model.recent_history(users["item_seq"], users["item_seq_len"])
+    candidates = model.training_candidates(users["item_seq"], batch["item_id"]).tolist()
+    ids, _ = model.tokenize_prompts(model.prompt_texts(histories, candidates))
+    with torch.no_grad():
+        embeds = model.prompt_embeddings(ids, users, histories, candidates)
+        plain = model.llm.get_input_embeddings()(ids)
+        special = torch.zeros_like(ids, dtype=torch.bool)
+        for token in (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN):
+            special |= ids == model.token_ids[token]
+        assert torch.equal(embeds[~special], plain[~special])
+        assert (ids == model.token_ids[USER_TOKEN]).sum(1).tolist() == [1, 1, 1]
+        user_vectors = model.user_projection(model.user_representation(users))
+        assert torch.allclose(embeds[ids == model.token_ids[USER_TOKEN]], user_vectors)
+        hist_items = torch.tensor([i for h in histories for i in h])
+        expected = model.item_projection(model.item_encoder(model.backbone.item_embeddings()[hist_items]))
+        assert torch.allclose(embeds[ids == model.token_ids[HISTORY_TOKEN]], expected, atol=1e-6)
+
+
+def test_scores_do_not_depend_on_block_position(workdir, allmrec_config):
+    model, _, test_data = build(allmrec_config)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    block, _ = user_blocks(interaction["user_id"])
+    scores = model.predict(interaction)
+    order = torch.cat([torch.nonzero(block == b).flatten().flip(0) for b in reversed(range(int(block.max()) + 1))])
+    torch.testing.assert_close(model.predict(interaction[order]), scores[order], atol=1e-5, rtol=1e-5)
+
+
+def test_full_sort_reranks_backbone_top_k(workdir, allmrec_config):
+    model, _, test_data = build(allmrec_config, rerank_topk=4)
+    interaction = next(iter(test_data))[0][:10:10]
+    scores = model.full_sort_predict(interaction)
+    finite = torch.isfinite(scores)
+    assert finite.sum(1).tolist() == [4] * len(interaction)
+    history = interaction["item_id_list"][0]
+    assert not finite[0, history[history > 0]].any()
+
+
+def test_resumed_stage1_gives_uninterrupted_metrics(workdir, allmrec_config):
+    first = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
+    stage1 = glob.glob("saved/allmrec/*stage1*.pth")
+    stage2 = glob.glob("saved/allmrec/*stage2*")
+    assert len(stage1) == 1 and stage2
+    for path in stage2:
+        os.remove(path)  # stage 2 must retrain, stage 1 is reused
+    second = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
+    assert dict(second["test_result"]) == dict(first["test_result"])
+    assert "stage1_seconds" in first["costs"] and second["costs"]["stage1_seconds"] < first["costs"]["stage1_seconds"]
+    assert os.path.getsize(first["saved_model_file"].replace(".pth", ".safetensors")) < 2_000_000  # no LLM, no backbone
+
+
+def test_cf_checkpoint_auto_trains_then_reuses_backbone(workdir, allmrec_config):
+    config = {**allmrec_config, "cf_checkpoint": "auto", **BACKBONE_PROPS}
+    first = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
+    assert first["companions"][0]["model"] == "SASRec (backbone)"
+    assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
+    second = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
+    assert second["companions"][0]["test_result"] == first["companions"][0]["test_result"]
+    assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
+
+
+@pytest.mark.parametrize("family", ["GRU4Rec", "NextItNet", "BERT4Rec", "Caser"])
+def test_backbone_families(workdir, tiny_config, family):
+    path = train_backbone(tiny_config, workdir, family)
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, **BACKBONE_PROPS})
+    _, train_data, _, _ = prepare_data(config)
+    backbone = CFBackbone(path, train_data._dataset)
+    batch = next(iter(train_data))
+    rep = backbone.user_representation(batch["item_id_list"], batch["item_length"], batch["user_id"])
+    assert rep.shape == (len(batch), backbone.hidden_size)
+    assert backbone.item_embeddings().shape[0] == train_data._dataset.item_num
+    assert not any(p.requires_grad for p in backbone.parameters())
+
+
+def test_checkpoint_from_other_data_is_refused(workdir, tiny_config, backbone):
+    config, _ = build_config("SASRec", "ml-100k", config_dict={"train_neg_sample_args": None, "state": "WARNING"})
+    from recbole.data import create_dataset
+
+    with pytest.raises(ConfigValueError, match="tiny-synth"):
+        CFBackbone(backbone, create_dataset(config))
