@@ -69,7 +69,7 @@ def encode(encoder, texts):
     """[N, t] sentence embeddings with gradients (for a trainable encoder)."""
     features = encoder.tokenize(list(texts))
     device = next(encoder.parameters()).device
-    features = {k: v.to(device) for k, v in features.items()}
+    features = {k: v.to(device) if torch.is_tensor(v) else v for k, v in features.items()}
     return encoder(features)["sentence_embedding"]
 
 

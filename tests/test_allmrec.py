@@ -199,3 +199,31 @@ def test_checkpoint_from_other_data_is_refused(workdir, tiny_config, backbone):
 
     with pytest.raises(ConfigValueError, match="tiny-synth"):
         CFBackbone(backbone, create_dataset(config))
+
+
+def test_generate_mode_reports_hit_at_1(workdir, allmrec_config):
+    model, _, test_data = build(allmrec_config, eval_mode="generate")
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    scores = model.predict(interaction)
+    block, _ = user_blocks(interaction["user_id"])
+    for b in range(int(block.max()) + 1):
+        s = scores[block == b]
+        assert (s == 1).sum() <= 1 and (s[s != 1] < 0).all()  # at most one matched title, others below
+    assert model.generate_unmatched >= 0
+
+
+@pytest.mark.parametrize("overrides", [{"joint_embedding": "text"}, {"text_encoder_trainable": "last_layer"}])
+def test_text_path_and_trainable_encoder(workdir, allmrec_config, overrides):
+    model, train_data, _ = build(allmrec_config, **overrides)
+    model.set_stage("stage1")
+    if overrides.get("text_encoder_trainable") == "last_layer":
+        trainable = [n for n, p in model.sentence_encoder.named_parameters() if p.requires_grad]
+        assert trainable and all(".layer.0." in n for n in trainable)  # the tiny encoder has one layer
+        assert any(k.startswith("sentence_encoder.") for k in model.trainable_state_dict())
+    batch = _batch(model, train_data, "stage1")
+    loss = sum(model.calculate_loss(batch))
+    loss.backward()
+    model.set_stage("stage2")
+    batch = _batch(model, train_data, "stage2", n=2)
+    assert torch.isfinite(model.calculate_loss(batch))
