@@ -63,6 +63,19 @@ def _batch(model, train_data, stage, n=8):
     return next(iter(loader))
 
 
+def _fit_fixed_batch(model, loss_fn, steps):
+    """Adam on the parameters that require grad, same batch and same negatives every step."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        torch.manual_seed(0)
+        loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.manual_seed(0)
+
+
 def _frozen_state(model):
     return {k: v.clone() for k, v in list(model.llm.state_dict().items()) + [("bb." + k, v) for k, v in model.backbone.state_dict().items()]}
 
@@ -73,17 +86,9 @@ def test_each_stage1_loss_decreases_and_frozen_parts_stay(workdir, allmrec_confi
     model.set_stage("stage1")
     frozen = _frozen_state(model)
     stage2_before = {k: v.clone() for k, v in model.user_projection.state_dict().items()}
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
     torch.manual_seed(0)
     first = {k: float(v) for k, v in model.stage1_losses(batch).items()}
-    for _ in range(60):
-        torch.manual_seed(0)  # same negatives each step: a fixed batch
-        losses = model.stage1_losses(batch)
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-    torch.manual_seed(0)
+    _fit_fixed_batch(model, lambda: sum(model.stage1_losses(batch).values()), 60)
     last = {k: float(v) for k, v in model.stage1_losses(batch).items()}
     for name in first:
         assert last[name] < first[name], name
@@ -98,17 +103,9 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
     model.set_stage("stage2")
     frozen = _frozen_state(model)
     stage1 = {k: v.clone() for k, v in model.item_encoder.state_dict().items()}
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
     torch.manual_seed(0)
     first = float(model.stage2_loss(batch))
-    for _ in range(15):
-        torch.manual_seed(0)
-        loss = model.stage2_loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    torch.manual_seed(0)
+    _fit_fixed_batch(model, lambda: model.stage2_loss(batch), 15)
     assert float(model.stage2_loss(batch)) < first
     after = _frozen_state(model)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)

@@ -32,7 +32,7 @@ from torch import nn
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.files import atomic_write
-from recbole_llmplugin.models.base import LLMRecommender
+from recbole_llmplugin.models.base import LLMRecommender, prompt_order
 from recbole_llmplugin.registry import register_model
 from recbole_llmplugin.text_encoder import encode, frozen_embeddings, load_text_encoder, set_trainable
 from recbole_llmplugin.trainer import Stage, StagedTrainer
@@ -301,16 +301,8 @@ class ALLMRec(LLMRecommender):
     def _generate_rows(self, interaction, rows, owner, first_rows):
         """Paper protocol: greedy-generate one title; 1 for the matching candidate, else a row-free
         tie-breaker below 0 (so only hit@1 is meaningful)."""
-        from recbole_llmplugin.models.base import prompt_order
-
         user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        users = self.user_fields(interaction, first_rows)
-        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
-        order = torch.argsort(owner * 2147483647 + prompt_order(user_ids[rows], item_ids[rows]))
-        counts = torch.bincount(owner[order], minlength=len(first_rows)).tolist()
-        candidates = [c.tolist() for c in torch.split(item_ids[rows][order], counts)]
-        input_ids, mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
-        embeds = self.prompt_embeddings(input_ids, users, histories, candidates)
+        embeds, mask = self.prompt_inputs(interaction, rows, owner, first_rows)
         generated = self.llm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(self.answer_lengths.max()) + 2,
             do_sample=False, pad_token_id=self.tokenizer.pad_token_id,

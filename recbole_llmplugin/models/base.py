@@ -125,21 +125,23 @@ class LLMRecommender(SequentialRecommender):
             scores[rows] = self._score_rows(interaction, rows, block[rows] - start, first_rows[users])
         return scores
 
-    def _score_rows(self, interaction, rows, owner, first_rows):
-        """Scores of ``rows`` (owner: 0..U-1 per row; first_rows: each user's first row)."""
+    def prompt_inputs(self, interaction, rows, owner, first_rows):
+        """Embedded prompts of the users owning ``rows``: ([U, Lp, H] embeddings, [U, Lp] mask)."""
         user_ids = interaction[self.USER_ID]
         item_ids = interaction[self.ITEM_ID]
         users = self.user_fields(interaction, first_rows)
         histories = self.recent_history(users["item_seq"], users["item_seq_len"])
         keys = prompt_order(user_ids[rows], item_ids[rows])
         order = torch.argsort(owner * 2147483647 + keys)  # group by user, then by the row-free key
-        cand_items = item_ids[rows][order]
-        cand_owner = owner[order]
-        counts = torch.bincount(cand_owner, minlength=len(first_rows)).tolist()
-        candidates = [c.tolist() for c in torch.split(cand_items, counts)]
+        counts = torch.bincount(owner[order], minlength=len(first_rows)).tolist()
+        candidates = [c.tolist() for c in torch.split(item_ids[rows][order], counts)]
         input_ids, attention_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
-        embeds = self.prompt_embeddings(input_ids, users, histories, candidates)
-        row_items = item_ids[rows]
+        return self.prompt_embeddings(input_ids, users, histories, candidates), attention_mask
+
+    def _score_rows(self, interaction, rows, owner, first_rows):
+        """Scores of ``rows`` (owner: 0..U-1 per row; first_rows: each user's first row)."""
+        embeds, attention_mask = self.prompt_inputs(interaction, rows, owner, first_rows)
+        row_items = interaction[self.ITEM_ID][rows]
         return self.scorer.score(
             embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner
         )
