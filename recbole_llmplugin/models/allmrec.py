@@ -139,12 +139,12 @@ class ALLMRec(LLMRecommender):
         c = self.config
         keys = ["cf_checkpoint", "text_encoder", "text_encoder_trainable", "stage1_embedding_size", "stage1_hidden_size",
                 "stage1_alpha", "stage1_beta", "stage1_epochs", "stage1_learning_rate", "stage1_batch_size",
-                "stage1_all_positions", "seed", "train_user_sample", "item_text_template"]
+                "stage1_all_positions", "seed", "item_text_template"]
         if stage == "stage2":
             keys += ["llm_path", "llm_dtype", "projection_hidden_size", "joint_embedding", "stage2_epochs",
                      "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
                      "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
-                     "eval_user_sample", "valid_metric", "stage2_validate"]
+                     "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample"]
         cf_stat = os.stat(c["cf_checkpoint"])
         return _digest(c["dataset"], [c[k] for k in keys], cf_stat.st_size, cf_stat.st_mtime_ns)
 
@@ -161,7 +161,7 @@ class ALLMRec(LLMRecommender):
 
     def stage_train_loader(self, stage, train_data):
         """Training examples of a stage: each user's last training position (or all positions with
-        ``stage1_all_positions`` in stage 1), optionally for a seeded ``train_user_sample`` of users."""
+        ``stage1_all_positions`` in stage 1); stage 2 optionally on a seeded ``stage2_user_sample`` of users."""
         dataset = train_data._dataset
         inter = dataset.inter_feat
         uid = inter[self.USER_ID].numpy()
@@ -171,7 +171,7 @@ class ALLMRec(LLMRecommender):
             longest = np.zeros(uid.max() + 1, dtype=length.dtype)
             np.maximum.at(longest, uid, length)
             keep &= length == longest[uid]
-        sample = self.config["train_user_sample"]
+        sample = self.config["stage2_user_sample"] if stage.name == "stage2" else None
         if sample:
             users = np.unique(uid)
             chosen = np.random.default_rng(self.config["seed"]).choice(users, size=min(int(sample), len(users)), replace=False)
