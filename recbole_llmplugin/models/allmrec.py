@@ -21,10 +21,12 @@ import json
 import os
 import shutil
 from logging import getLogger
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 from torch import nn
@@ -34,7 +36,12 @@ from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.files import atomic_write
 from recbole_llmplugin.models.base import LLMRecommender, prompt_order
 from recbole_llmplugin.registry import register_model
-from recbole_llmplugin.text_encoder import encode, frozen_embeddings, load_text_encoder, set_trainable
+from recbole_llmplugin.text_encoder import (
+    encode,
+    frozen_embeddings,
+    load_text_encoder,
+    set_trainable,
+)
 from recbole_llmplugin.trainer import Stage, StagedTrainer
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
@@ -344,11 +351,12 @@ class ALLMRec(LLMRecommender):
         """Train (or reuse) the CF backbone when ``cf_checkpoint: auto``; returns its run result."""
         if config["cf_checkpoint"] != "auto":
             return []
-        from recbole_llmplugin.quick_start import run_recbole_llm
+        from recbole_llmplugin.quick_start import build_config, run_recbole_llm
 
         cf_model = config["cf_model"]
-        key = _digest(config["dataset"], cf_model, config["seed"], config["MAX_ITEM_LIST_LENGTH"], config["eval_args"],
-                      config_file_list, {k: v for k, v in (config_dict or {}).items() if k in ("epochs", "learning_rate")})
+        overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
+        backbone_config, _ = build_config(cf_model, config["dataset"], config_file_list, overrides)
+        key = _digest(cf_model, backbone_identity(backbone_config))
         folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
         path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
         summary = path[:-4] + ".json"
@@ -359,17 +367,33 @@ class ALLMRec(LLMRecommender):
                 result = json.load(handle)
         else:
             logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
-            overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
             result = run_recbole_llm(cf_model, config["dataset"], config_file_list, overrides, saved=True)
             os.makedirs(folder, exist_ok=True)
             atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
             result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
             result = json.loads(json.dumps(result, default=float))
             result["saved_model_file"] = path
-            atomic_write(summary, lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(result, indent=1)))
+            atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         config["cf_checkpoint"] = path
         result["model"] = f"{cf_model} (backbone)"
         return [result]
+
+
+_VOLATILE_KEYS = {"device", "gpu_id", "use_gpu", "local_rank", "state", "show_progress", "checkpoint_dir",
+                  "log_wandb", "wandb_project", "worker", "nproc", "world_size", "offset", "ip", "port", "single_spec"}
+
+
+def backbone_identity(backbone_config):
+    """The backbone run's properties that can change its training: its whole final config minus
+    this plugin's own keys (A-LLMRec's stages, prompts, LLM...) and run-local settings."""
+    from recbole_llmplugin.paths import properties_dir
+
+    plugin_keys = set()
+    for name in ("overall.yaml", "model/ALLMRec.yaml"):
+        with open(properties_dir() / name, encoding="utf-8") as handle:
+            plugin_keys |= set(yaml.safe_load(handle) or {})
+    plugin_keys -= {"train_neg_sample_args"}
+    return {k: v for k, v in backbone_config.final_config_dict.items() if k not in plugin_keys | _VOLATILE_KEYS}
 
 
 def _normalise(text):
