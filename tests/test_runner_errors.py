@@ -14,6 +14,7 @@ from recbole_llmplugin.registry import is_plugin_model
 
 def test_plugin_and_recbole_models_resolve():
     assert get_model_class("LLMOnly").__name__ == "LLMOnly"
+    assert get_model_class("ALLMRec").__name__ == "ALLMRec"
     assert get_model_class("SASRec").__module__.startswith("recbole.model")
 
 
