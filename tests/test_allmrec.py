@@ -112,6 +112,24 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
     assert all(torch.equal(stage1[k], v) for k, v in model.item_encoder.state_dict().items())
 
 
+@pytest.mark.parametrize("all_positions", [False, True])
+def test_stage_examples_are_each_users_last_position(workdir, allmrec_config, all_positions):
+    from recbole_llmplugin.trainer import Stage
+
+    model, train_data, _ = build(allmrec_config, MAX_ITEM_LIST_LENGTH=5, stage1_all_positions=all_positions)
+    loader = model.stage_train_loader(Stage("stage1", 1, 1e-3, 8, "unused"), train_data)
+    users = loader.dataset.inter_feat["user_id"]
+    full = train_data._dataset.inter_feat
+    if all_positions:
+        assert len(users) == len(full)
+        return
+    assert len(users) == len(users.unique()) == len(full["user_id"].unique())
+    # the kept row is the user's latest target: no other row of that user has a later timestamp
+    kept = loader.dataset.inter_feat
+    for u, t in zip(kept["user_id"].tolist(), kept["timestamp"].tolist()):
+        assert t == float(full["timestamp"][full["user_id"] == u].max())
+
+
 def test_soft_tokens_replace_exactly_their_positions(workdir, allmrec_config):
     model, train_data, _ = build(allmrec_config)
     batch = _batch(model, train_data, "stage2", n=3)

@@ -172,12 +172,13 @@ class ALLMRec(LLMRecommender):
         dataset = train_data._dataset
         inter = dataset.inter_feat
         uid = inter[self.USER_ID].numpy()
-        length = inter[self.ITEM_SEQ_LEN].numpy()
         keep = np.ones(len(uid), dtype=bool)
         if not (stage.name == "stage1" and self.config["stage1_all_positions"]):
-            longest = np.zeros(uid.max() + 1, dtype=length.dtype)
-            np.maximum.at(longest, uid, length)
-            keep &= length == longest[uid]
+            # RecBole's augmentation lists each user's prefixes in time order: keep each user's last row
+            row = np.arange(len(uid))
+            last = np.full(uid.max() + 1, -1)
+            np.maximum.at(last, uid, row)
+            keep &= row == last[uid]
         sample = self.config["stage2_user_sample"] if stage.name == "stage2" else None
         if sample:
             users = np.unique(uid)
