@@ -102,6 +102,7 @@ class ALLMRec(LLMRecommender):
         self.item_projection = mlp(d_joint, hidden2, h_llm)  # F_I
         self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
         self.stage = "stage2"
+        self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
         self.set_stage("eval")
 
     # --- stages ----------------------------------------------------------------------------
@@ -318,10 +319,14 @@ class ALLMRec(LLMRecommender):
         texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
         answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
         matched = torch.tensor(
-            [bool(a) and texts[o].startswith(a) for a, o in zip(answers, owner.tolist())], device=rows.device
-        )
-        self.generate_unmatched = getattr(self, "generate_unmatched", 0) + int(
-            (torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float()) == 0).sum()
+            [bool(a) and (texts[o] == a or texts[o].startswith(a + " ")) for a, o in zip(answers, owner.tolist())],
+            device=rows.device,
+        )  # exact match of the normalised title at the start of the generated text
+        unmatched = int((torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float()) == 0).sum())
+        self.generate_counts = [self.generate_counts[0] + unmatched, self.generate_counts[1] + len(first_rows)]
+        getLogger().info(
+            f"eval_mode generate: {self.generate_counts[0]} of {self.generate_counts[1]} generated titles so far "
+            f"matched no candidate"
         )
         tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647
         return torch.where(matched, torch.ones_like(tie), -1 - tie)
