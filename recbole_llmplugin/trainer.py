@@ -162,4 +162,6 @@ class StagedTrainer(LLMTrainer):
         meta = {k: v for k, v in checkpoint.items() if k not in ("weights", "state_dict", "weights_file")}
         meta.update(stage_complete=True, best_valid_result=self.best_valid_result)
         save_checkpoint(stage.checkpoint, meta, checkpoint["weights"])
+        if hasattr(self.model, "save_adapter"):  # e.g. TALLRec: also a peft adapter folder
+            self.model.save_adapter(os.path.splitext(stage.checkpoint)[0] + "-adapter")
         return result

@@ -104,9 +104,9 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
     frozen = _frozen_state(model)
     stage1 = {k: v.clone() for k, v in model.item_encoder.state_dict().items()}
     torch.manual_seed(0)
-    first = float(model.stage2_loss(batch))
-    _fit_fixed_batch(model, lambda: model.stage2_loss(batch), 15)
-    assert float(model.stage2_loss(batch)) < first
+    first = float(model.generation_loss(batch))
+    _fit_fixed_batch(model, lambda: model.generation_loss(batch), 15)
+    assert float(model.generation_loss(batch)) < first
     after = _frozen_state(model)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
     assert all(torch.equal(stage1[k], v) for k, v in model.item_encoder.state_dict().items())

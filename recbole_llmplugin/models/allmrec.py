@@ -23,11 +23,9 @@ import shutil
 from logging import getLogger
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from recbole.data.dataloader import TrainDataLoader
 from recbole.data.interaction import Interaction
 from torch import nn
 
@@ -64,15 +62,13 @@ class ALLMRec(LLMRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.config = config
         self.alpha = config["stage1_alpha"]
         self.beta = config["stage1_beta"]
-        self.n_candidates = config["stage2_candidates"]
         self.joint_embedding = config["joint_embedding"]
         self.rerank_topk = config["rerank_topk"]
         self.eval_mode = config["eval_mode"]
         self.text_trainable = config["text_encoder_trainable"]
-        if self.joint_embedding not in ("cf", "text"):
+        if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
         if self.eval_mode not in ("score", "generate"):
             raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of score, generate")
@@ -80,6 +76,21 @@ class ALLMRec(LLMRecommender):
         self.backbone = CFBackbone(config["cf_checkpoint"], dataset, device=config["device"])
         d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
 
+        self.sentence_encoder, d_item = None, d
+        if self.stage1_modules:
+            self._build_stage1(config, d, d_joint)
+            d_item = d_joint
+        h_llm = self.llm.get_input_embeddings().weight.shape[1]
+        hidden2 = config["projection_hidden_size"] or h_llm
+        self.user_projection = mlp(d, hidden2, h_llm)  # F_U
+        self.item_projection = mlp(d_item, hidden2, h_llm)  # F_I
+        self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
+        self.stage = "stage2"
+        self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
+        self.set_stage("eval")
+
+    def _build_stage1(self, config, d, d_joint):
+        """Sentence encoder (or its cached item table) and the two stage-1 autoencoders."""
         self.sentence_encoder = load_text_encoder(config["text_encoder"], device=config["device"])
         set_trainable(self.sentence_encoder, self.text_trainable)
         t = self.sentence_encoder.get_sentence_embedding_dimension()
@@ -90,20 +101,11 @@ class ALLMRec(LLMRecommender):
             )
             self.register_buffer("text_table", table.to(config["device"]), persistent=False)  # [n_items, t]
             self.sentence_encoder = None  # not needed any more: every item's text is encoded
-
         hidden1 = config["stage1_hidden_size"]
         self.item_encoder = mlp(d, hidden1, d_joint)
         self.item_decoder = mlp(d_joint, hidden1, d)
         self.text_encoder_ae = mlp(t, hidden1, d_joint)
         self.text_decoder = mlp(d_joint, hidden1, t)
-        h_llm = self.llm.get_input_embeddings().weight.shape[1]
-        hidden2 = config["projection_hidden_size"] or h_llm
-        self.user_projection = mlp(d, hidden2, h_llm)  # F_U
-        self.item_projection = mlp(d_joint, hidden2, h_llm)  # F_I
-        self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
-        self.stage = "stage2"
-        self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
-        self.set_stage("eval")
 
     # --- stages ----------------------------------------------------------------------------
     def _trained_module_names(self):
@@ -158,41 +160,15 @@ class ALLMRec(LLMRecommender):
 
     def training_stages(self):
         c = self.config
-        folder = os.path.join(c["checkpoint_dir"], "allmrec")
-        return [
-            Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"],
-                  os.path.join(folder, f"{c['dataset']}-stage1-{self._signature('stage1')}.pth"), validate=False, seed_offset=1),
-            Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
-                  os.path.join(folder, f"{c['dataset']}-stage2-{self._signature('stage2')}.pth"), validate=c["stage2_validate"],
-                  seed_offset=2),
-        ]
-
-    def stage_train_loader(self, stage, train_data):
-        """Training examples of a stage: each user's last training position (or all positions with
-        ``stage1_all_positions`` in stage 1); stage 2 optionally on a seeded ``stage2_user_sample`` of users."""
-        dataset = train_data._dataset
-        inter = dataset.inter_feat
-        uid = inter[self.USER_ID].numpy()
-        keep = np.ones(len(uid), dtype=bool)
-        if not (stage.name == "stage1" and self.config["stage1_all_positions"]):
-            # RecBole's augmentation lists each user's prefixes in time order: keep each user's last row
-            row = np.arange(len(uid))
-            last = np.full(uid.max() + 1, -1)
-            np.maximum.at(last, uid, row)
-            keep &= row == last[uid]
-        sample = self.config["stage2_user_sample"] if stage.name == "stage2" else None
-        if sample:
-            users = np.unique(uid)
-            chosen = np.random.default_rng(self.config["seed"]).choice(users, size=min(int(sample), len(users)), replace=False)
-            keep &= np.isin(uid, chosen)
-            getLogger().info(f"{stage.name}: training on a seeded sample of {len(chosen)} of {len(users)} users")
-        subset = dataset.copy(inter[torch.from_numpy(keep)])
-        saved_batch = self.config["train_batch_size"]
-        self.config["train_batch_size"] = stage.batch_size
-        try:
-            return TrainDataLoader(self.config, subset, None, shuffle=True)
-        finally:
-            self.config["train_batch_size"] = saved_batch
+        folder = os.path.join(c["checkpoint_dir"], c["model"].lower())
+        stage2 = Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
+                       os.path.join(folder, f"{c['dataset']}-stage2-{self._signature('stage2')}.pth"),
+                       validate=c["stage2_validate"], seed_offset=2)
+        if not self.stage1_modules:
+            return [stage2]
+        stage1 = Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"],
+                       os.path.join(folder, f"{c['dataset']}-stage1-{self._signature('stage1')}.pth"), seed_offset=1)
+        return [stage1, stage2]
 
     # --- embeddings ----------------------------------------------------------------------------
     def text_embeddings(self, items):
@@ -210,16 +186,6 @@ class ALLMRec(LLMRecommender):
     def user_representation(self, users):
         with torch.no_grad():
             return self.backbone.user_representation(users["item_seq"], users["item_seq_len"], users["user_id"])
-
-    def random_items(self, shape, exclude):
-        """Uniform item ids of ``shape`` not in ``exclude`` ([B, *] ids per row; 0 is padding)."""
-        items = torch.randint(1, self.n_items, shape, device=exclude.device)
-        for _ in range(20):
-            clash = (items.unsqueeze(-1) == exclude.unsqueeze(1)).any(-1)  # [B, k]
-            if not clash.any():
-                break
-            items[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=exclude.device)
-        return items
 
     # --- stage 1 ---------------------------------------------------------------------------------
     def stage1_losses(self, interaction):
@@ -267,39 +233,12 @@ class ALLMRec(LLMRecommender):
         items = torch.tensor(items, dtype=torch.long, device=device)
         return self.item_projection(self.joint_item_embeddings(items))
 
-    def training_candidates(self, seq, target):
-        """[B, n_candidates]: the target and random negatives outside the history, shuffled."""
-        exclude = torch.cat([seq, target[:, None]], 1)
-        negatives = self.random_items((len(target), self.n_candidates - 1), exclude)
-        candidates = torch.cat([target[:, None], negatives], 1)
-        order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
-        return candidates.gather(1, order)
-
-    def stage2_loss(self, interaction):
-        target = interaction[self.ITEM_ID]  # [B]
-        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
-        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
-        candidates = self.training_candidates(users["item_seq"], target).tolist()
-        input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
-        prompt = self.prompt_embeddings(input_ids, users, histories, candidates)  # [B, Lp, H]
-        lengths = self.answer_lengths[target]  # [B]
-        width = int(lengths.max())
-        answer = self.answer_ids[target][:, :width]  # [B, La]
-        answer_mask = torch.arange(width, device=target.device)[None, :] < lengths[:, None]  # [B, La]
-        embeds = torch.cat([prompt, self.llm.get_input_embeddings()(answer)], 1)
-        mask = torch.cat([prompt_mask, answer_mask.long()], 1)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {self.scorer.keep_name: width + 1} if self.scorer.keep_name else {}
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs).logits
-        logits = logits[:, -(width + 1):-1].float()  # [B, La, V]: position t predicts answer token t
-        return F.cross_entropy(logits[answer_mask], answer[answer_mask])
-
     def calculate_loss(self, interaction):
         if self.stage == "stage1":
             losses = self.stage1_losses(interaction)
             return (losses["matching"], self.alpha * losses["item_reconstruction"],
                     self.beta * losses["text_reconstruction"], losses["recommendation"])
-        return self.stage2_loss(interaction)
+        return self.generation_loss(interaction)
 
     # --- evaluation ------------------------------------------------------------------------------
     def _score_rows(self, interaction, rows, owner, first_rows):

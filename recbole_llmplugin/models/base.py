@@ -7,7 +7,10 @@ user, same history) is shared.
 
 from logging import getLogger
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from recbole.data.dataloader import TrainDataLoader
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -61,6 +64,8 @@ class LLMRecommender(SequentialRecommender):
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
         self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"])
+        self.config = config
+        self.n_candidates = config["stage2_candidates"]
 
     def train(self, mode=True):
         """The frozen LLM stays in eval mode (no dropout) while the trained modules train."""
@@ -145,6 +150,72 @@ class LLMRecommender(SequentialRecommender):
         return self.scorer.score(
             embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner
         )
+
+    # --- training on next-item title generation (A-LLMRec stage 2, TALLRec, MLP-LLM) ----------
+    def stage_train_loader(self, stage, train_data):
+        """Training examples of a stage: each user's last training position (or all positions with
+        ``stage1_all_positions`` in stage 1); stage 2 optionally on a seeded ``stage2_user_sample`` of users."""
+        dataset = train_data._dataset
+        inter = dataset.inter_feat
+        uid = inter[self.USER_ID].numpy()
+        keep = np.ones(len(uid), dtype=bool)
+        if not (stage.name == "stage1" and self.config["stage1_all_positions"]):
+            # RecBole's augmentation lists each user's prefixes in time order: keep each user's last row
+            row = np.arange(len(uid))
+            last = np.full(uid.max() + 1, -1)
+            np.maximum.at(last, uid, row)
+            keep &= row == last[uid]
+        sample = self.config["stage2_user_sample"] if stage.name != "stage1" else None
+        if sample:
+            users = np.unique(uid)
+            chosen = np.random.default_rng(self.config["seed"]).choice(users, size=min(int(sample), len(users)), replace=False)
+            keep &= np.isin(uid, chosen)
+            getLogger().info(f"{stage.name}: training on a seeded sample of {len(chosen)} of {len(users)} users")
+        subset = dataset.copy(inter[torch.from_numpy(keep)])
+        saved_batch = self.config["train_batch_size"]
+        self.config["train_batch_size"] = stage.batch_size
+        try:
+            return TrainDataLoader(self.config, subset, None, shuffle=True)
+        finally:
+            self.config["train_batch_size"] = saved_batch
+
+    def random_items(self, shape, exclude):
+        """Uniform item ids of ``shape`` not in ``exclude`` ([B, *] ids per row; 0 is padding)."""
+        items = torch.randint(1, self.n_items, shape, device=exclude.device)
+        for _ in range(20):
+            clash = (items.unsqueeze(-1) == exclude.unsqueeze(1)).any(-1)  # [B, k]
+            if not clash.any():
+                break
+            items[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=exclude.device)
+        return items
+
+    def training_candidates(self, seq, target):
+        """[B, n_candidates]: the target and random negatives outside the history, shuffled."""
+        exclude = torch.cat([seq, target[:, None]], 1)
+        negatives = self.random_items((len(target), self.n_candidates - 1), exclude)
+        candidates = torch.cat([target[:, None], negatives], 1)
+        order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
+        return candidates.gather(1, order)
+
+    def generation_loss(self, interaction):
+        """Next-item title generation loss: prompt (history + shuffled candidates) -> target title."""
+        target = interaction[self.ITEM_ID]  # [B]
+        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
+        histories = self.recent_history(users["item_seq"], users["item_seq_len"])
+        candidates = self.training_candidates(users["item_seq"], target).tolist()
+        input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
+        prompt = self.prompt_embeddings(input_ids, users, histories, candidates)  # [B, Lp, H]
+        lengths = self.answer_lengths[target]  # [B]
+        width = int(lengths.max())
+        answer = self.answer_ids[target][:, :width]  # [B, La]
+        answer_mask = torch.arange(width, device=target.device)[None, :] < lengths[:, None]  # [B, La]
+        embeds = torch.cat([prompt, self.llm.get_input_embeddings()(answer)], 1)
+        mask = torch.cat([prompt_mask, answer_mask.long()], 1)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {self.scorer.keep_name: width + 1} if self.scorer.keep_name else {}
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs).logits
+        logits = logits[:, -(width + 1):-1].float()  # [B, La, V]: position t predicts answer token t
+        return F.cross_entropy(logits[answer_mask], answer[answer_mask])
 
     def full_sort_predict(self, interaction):
         raise ConfigValueError(

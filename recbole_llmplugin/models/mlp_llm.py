@@ -1,0 +1,18 @@
+"""MLPLLM: the MLP-LLM ablation of A-LLMRec (Kim et al., KDD 2024, arXiv 2404.11343, Sec. 4).
+
+The frozen CF backbone's user representation and item embeddings are projected by MLPs straight
+into the LLM's token space -- no stage-1 alignment with item text -- and the projections are trained
+like A-LLMRec's stage 2 (next-item title generation, same examples and candidates).
+"""
+
+from recbole_llmplugin.models.allmrec import ALLMRec
+from recbole_llmplugin.registry import register_model
+
+
+@register_model
+class MLPLLM(ALLMRec):
+    stage1_modules = ()
+
+    def joint_item_embeddings(self, items):
+        """[N, d] raw CF item embeddings (no alignment)."""
+        return self.backbone.item_embeddings()[items]

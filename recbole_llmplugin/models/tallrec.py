@@ -1,0 +1,78 @@
+"""TALLRec: LoRA fine-tuning of the LLM on text-only recommendation prompts (Bao et al., RecSys 2023),
+the LoRA baseline of A-LLMRec (Kim et al., KDD 2024, arXiv 2404.11343).
+
+The prompt shows the history titles and the candidate titles (no CF knowledge). LoRA adapters (peft)
+are trained on the same examples and candidate construction as A-LLMRec's stage 2 (next-item title
+generation) and ranked by the same candidate scorer. The adapter is saved as a peft folder beside the
+checkpoint.
+"""
+
+import os
+
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.models.base import LLMRecommender
+from recbole_llmplugin.registry import register_model
+from recbole_llmplugin.trainer import Stage, StagedTrainer
+
+
+def lora_targets(llm, configured):
+    """Configured target modules, else peft's default for the architecture, else every linear layer."""
+    if configured:
+        return configured
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(llm.config.model_type, "all-linear")
+
+
+@register_model
+class TALLRec(LLMRecommender):
+    trainer_class = StagedTrainer
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        from peft import LoraConfig, get_peft_model
+
+        if config["llm_quantization"] not in (None, "none"):
+            raise ConfigValueError("TALLRec trains LoRA on a float LLM here; set llm_quantization: none")
+        lora = LoraConfig(
+            r=config["lora_r"],
+            lora_alpha=config["lora_alpha"],
+            lora_dropout=config["lora_dropout"],
+            target_modules=lora_targets(self.llm, config["lora_target_modules"]),
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        self.llm = get_peft_model(self.llm, lora)
+        self.scorer.llm = self.llm
+        self.stage = "stage2"
+        self.set_stage("eval")
+
+    def train(self, mode=True):
+        """Unlike the frozen-LLM models, the LLM carries trained LoRA layers: let them train (dropout)."""
+        return super(LLMRecommender, self).train(mode)
+
+    def set_stage(self, stage):
+        for name, param in self.llm.named_parameters():
+            param.requires_grad_(stage == "stage2" and "lora_" in name)
+
+    def trainable_state_dict(self):
+        return {name: p for name, p in self.named_parameters() if "lora_" in name}
+
+    def training_stages(self):
+        c = self.config
+        keys = ["llm_path", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "stage2_epochs",
+                "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "stage2_user_sample", "prompt_template",
+                "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len", "seed",
+                "eval_user_sample", "stage2_validate", "item_text_template"]
+        from recbole_llmplugin.models.allmrec import _digest
+
+        path = os.path.join(c["checkpoint_dir"], "tallrec", f"{c['dataset']}-lora-{_digest(c['dataset'], [c[k] for k in keys])}.pth")
+        return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"], path,
+                      validate=c["stage2_validate"], seed_offset=2)]
+
+    def calculate_loss(self, interaction):
+        return self.generation_loss(interaction)
+
+    def save_adapter(self, folder):
+        """The LoRA adapter as a peft folder (``PeftModel.from_pretrained`` reads it)."""
+        self.llm.save_pretrained(folder)
