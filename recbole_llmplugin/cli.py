@@ -14,7 +14,18 @@ def main(argv=None):
     )
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML property files")
+    parser.add_argument("--benchmark", type=str, default=None, help="benchmark YAML: models x datasets x seeds")
     args, _ = parser.parse_known_args(argv)
+    if args.benchmark:
+        from recbole_llmplugin import PluginError
+        from recbole_llmplugin.benchmark import run_benchmark
+
+        try:
+            rows = run_benchmark(args.benchmark)
+        except PluginError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0 if all(r["failed"] == 0 for r in rows) else 1
 
     from recbole_llmplugin import PluginError
     from recbole_llmplugin.compare import comparison_table, run_models

@@ -1,0 +1,165 @@
+"""Benchmark harness: models x datasets x seeds with shared properties, one table, CSV and a chart.
+
+    python run_recbole_llm.py --benchmark=properties/benchmark/quick-ml100k.yaml
+
+The benchmark file is also every run's property file (shared evaluation, fixed candidates), plus:
+``benchmark_models``, ``benchmark_datasets``, ``benchmark_seeds``, ``benchmark_output`` (folder) and
+``benchmark_model_properties`` (per-model overrides, e.g. BPR's training negatives). Each finished run
+is written to ``<output>/runs/<dataset>-<model>-seed<seed>.json`` and is not redone when the benchmark
+is restarted; a failed run is reported as failed (and retried on restart) without stopping the others.
+Outputs: ``runs.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (mean and std over seeds) and
+``summary.png`` (hit@1 and ndcg@10 per model).
+"""
+
+import json
+import os
+import traceback
+from logging import getLogger
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tabulate import tabulate
+from tqdm import tqdm
+
+from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.files import atomic_write
+
+COSTS = ["fit_seconds", "eval_seconds_per_user", "peak_rss_mb", "trainable_parameters", "stage1_seconds", "stage2_seconds"]
+CHART_METRICS = ["hit@1", "ndcg@10"]
+
+
+def load_spec(path):
+    with open(path, encoding="utf-8") as handle:
+        spec = yaml.safe_load(handle) or {}
+    missing = [k for k in ("benchmark_models", "benchmark_datasets") if not spec.get(k)]
+    if missing:
+        raise ConfigValueError(f"benchmark file '{path}' needs {', '.join(missing)} (lists of names)")
+    spec.setdefault("benchmark_seeds", [spec.get("seed", 2020)])
+    spec.setdefault("benchmark_output", os.path.join("results", Path(path).stem))
+    spec.setdefault("benchmark_model_properties", {})
+    return spec
+
+
+def run_file(output, dataset, model, seed):
+    return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
+
+
+def _jsonable(result):
+    keep = {k: result[k] for k in ("model", "dataset", "test_result", "best_valid_result", "costs") if result.get(k) is not None}
+    return json.loads(json.dumps(keep, default=float))
+
+
+def run_benchmark(path, runner=None):
+    """Run every (dataset, seed, model) not finished yet; write and return the summary rows."""
+    if runner is None:
+        from recbole_llmplugin.quick_start import run_recbole_llm as runner
+    spec = load_spec(path)
+    output = spec["benchmark_output"]
+    jobs = [(d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]]
+    records = []
+    for dataset, seed, model in tqdm(jobs, desc="benchmark", ncols=100):
+        target = run_file(output, dataset, model, seed)
+        if target.is_file():
+            records.append(json.loads(target.read_text(encoding="utf-8")))
+            continue
+        overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
+        try:
+            result = _jsonable(runner(model, dataset, [str(path)], overrides))
+            atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
+        except Exception as error:  # reported, retried on restart, never stops the other runs
+            getLogger().error(traceback.format_exc())
+            result = {"model": model, "dataset": dataset, "error": f"{type(error).__name__}: {error}"}
+        result["seed"] = seed
+        records.append(result)
+    rows = summarise(records)
+    write_outputs(output, records, rows)
+    return rows
+
+
+def summarise(records):
+    """One row per (dataset, model): mean and std over seeds of metrics and costs; failures counted."""
+    groups = {}
+    for record in records:
+        groups.setdefault((record["dataset"], record["model"]), []).append(record)
+    rows = []
+    for (dataset, model), group in groups.items():
+        ok = [r for r in group if "error" not in r and r.get("test_result")]
+        row = {"dataset": dataset, "model": model, "runs": len(ok), "failed": len(group) - len(ok)}
+        if len(group) > len(ok):
+            row["error"] = next(r["error"] for r in group if "error" in r)
+        for key in sorted({k for r in ok for k in r["test_result"]}):
+            values = np.array([r["test_result"][key] for r in ok], dtype=float)
+            row[key], row[key + "_std"] = float(values.mean()), float(values.std())
+        for key in COSTS:
+            values = [r["costs"][key] for r in ok if r["costs"].get(key) is not None]
+            if values:
+                row[key] = float(np.mean(values))
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows):
+    metrics = [k for k in rows[0] if "@" in k and not k.endswith("_std")] if rows else []
+    table = []
+    for row in rows:
+        cells = [row["dataset"], row["model"]]
+        if row["runs"] == 0:
+            table.append(cells + [f"FAILED: {row.get('error', '')[:60]}"] + [""] * (len(metrics) + len(COSTS) - 1))
+            continue
+        cells += [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "" for m in metrics]
+        cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
+        table.append(cells)
+    headers = ["dataset", "model"] + metrics + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s"]
+    return tabulate(table, headers=headers, tablefmt="github")
+
+
+def write_outputs(output, records, rows):
+    import csv
+
+    os.makedirs(output, exist_ok=True)
+    run_rows = []
+    for r in records:
+        flat = {"dataset": r["dataset"], "model": r["model"], "seed": r.get("seed"), "error": r.get("error", "")}
+        flat.update(r.get("test_result") or {})
+        flat.update({k: v for k, v in (r.get("costs") or {}).items() if k in COSTS})
+        run_rows.append(flat)
+    for name, data in (("runs.csv", run_rows), ("summary.csv", rows)):
+        fields = list(dict.fromkeys(k for row in data for k in row))
+
+        def write(tmp, data=data, fields=fields):
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(data)
+
+        atomic_write(os.path.join(output, name), write)
+    table = markdown_table(rows)
+    atomic_write(os.path.join(output, "summary.md"), lambda tmp: Path(tmp).write_text(table + "\n", encoding="utf-8"))
+    atomic_write(os.path.join(output, "summary.png"), lambda tmp: bar_chart(rows, tmp))
+    print(f"\n{table}\n\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
+
+
+def bar_chart(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r["runs"] > 0]
+    labels = [f"{r['model']}\n{r['dataset']}" for r in shown]
+    x = np.arange(len(shown))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(shown) + 2), 4.5))
+    width = 0.38
+    for i, metric in enumerate(CHART_METRICS):
+        means = [r.get(metric, 0.0) for r in shown]
+        stds = [r.get(metric + "_std", 0.0) for r in shown]
+        ax.bar(x + (i - 0.5) * width, means, width, yerr=stds, capsize=3, label=metric)
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test metric (mean over seeds)")
+    ax.legend()
+    ax.set_title("Same candidates for every model")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""Benchmark harness: aggregation, failure isolation, restart skipping, outputs (with a fake runner)."""
+
+import csv
+
+import pytest
+import yaml
+
+from recbole_llmplugin.benchmark import run_benchmark
+from recbole_llmplugin.errors import ConfigValueError
+
+
+class FakeRunner:
+    def __init__(self, fail=()):
+        self.calls = []
+        self.fail = set(fail)
+
+    def __call__(self, model, dataset, files, overrides):
+        self.calls.append((model, dataset, overrides["seed"]))
+        if model in self.fail:
+            raise RuntimeError(f"{model} exploded")
+        hit = {"A": 0.2, "B": 0.5}.get(model, 0.3) + 0.1 * (overrides["seed"] - 1)
+        return {"model": model, "dataset": dataset, "test_result": {"hit@1": hit, "ndcg@10": hit / 2},
+                "costs": {"fit_seconds": 1.0, "eval_seconds_per_user": 0.5, "peak_rss_mb": 100.0, "trainable_parameters": 7}}
+
+
+@pytest.fixture
+def spec(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "benchmark_models": ["A", "B", "C"], "benchmark_datasets": ["d1"], "benchmark_seeds": [1, 2],
+        "benchmark_output": str(tmp_path / "out"), "benchmark_model_properties": {"B": {"epochs": 3}},
+    }))
+    return path
+
+
+def test_aggregates_isolates_failures_and_writes_outputs(spec, tmp_path):
+    runner = FakeRunner(fail={"C"})
+    rows = {r["model"]: r for r in run_benchmark(spec, runner)}
+    assert rows["A"]["hit@1"] == pytest.approx(0.25) and rows["A"]["hit@1_std"] == pytest.approx(0.05)
+    assert rows["B"]["runs"] == 2 and rows["B"]["ndcg@10"] == pytest.approx(0.275)
+    assert rows["C"]["runs"] == 0 and rows["C"]["failed"] == 2 and "exploded" in rows["C"]["error"]
+    out = tmp_path / "out"
+    md = (out / "summary.md").read_text()
+    assert "FAILED" in md and "0.2500 ± 0.0500" in md
+    assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    with open(out / "runs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+
+
+def test_restart_skips_finished_runs_and_retries_failed(spec):
+    first = FakeRunner(fail={"C"})
+    run_benchmark(spec, first)
+    assert len(first.calls) == 6
+    second = FakeRunner()
+    rows = {r["model"]: r for r in run_benchmark(spec, second)}
+    assert sorted(second.calls) == [("C", "d1", 1), ("C", "d1", 2)]  # only the failed ones run again
+    assert rows["C"]["failed"] == 0 and rows["C"]["runs"] == 2
+
+
+def test_per_model_properties_reach_the_runner(spec):
+    seen = {}
+
+    def runner(model, dataset, files, overrides):
+        seen[model] = overrides
+        return FakeRunner()(model if model != "C" else "A", dataset, files, overrides)
+
+    run_benchmark(spec, runner)
+    assert seen["B"]["epochs"] == 3 and "epochs" not in seen["A"]
+
+
+def test_benchmark_file_must_name_models(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("benchmark_datasets: [x]\n")
+    with pytest.raises(ConfigValueError, match="benchmark_models"):
+        run_benchmark(path, FakeRunner())
