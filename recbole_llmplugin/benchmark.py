@@ -74,6 +74,8 @@ def run_benchmark(path, runner=None):
         records.append(result)
     rows = summarise(records)
     write_outputs(output, records, rows)
+    for line in efficiency_lines(rows):
+        print(line)
     return rows
 
 
@@ -97,6 +99,24 @@ def summarise(records):
                 row[key] = float(np.mean(values))
         rows.append(row)
     return rows
+
+
+def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
+    """A-LLMRec vs TALLRec on the same data, LLM and training examples (paper: 2.53x / 1.71x)."""
+    lines = []
+    by_key = {(r["dataset"], r["model"]): r for r in rows if r["runs"] > 0}
+    for (dataset, model), row in by_key.items():
+        other = by_key.get((dataset, slow))
+        if model != fast or other is None:
+            continue
+        train_fast = row.get("stage1_seconds", 0.0) + row.get("stage2_seconds", 0.0)
+        train_slow = other.get("stage2_seconds") or other.get("fit_seconds")
+        lines.append(
+            f"{dataset}: training {slow} {train_slow:.0f} s vs {fast} {train_fast:.0f} s (stage 1 + 2) -> "
+            f"{train_slow / max(train_fast, 1e-9):.2f}x; inference {other['eval_seconds_per_user']:.2f} vs "
+            f"{row['eval_seconds_per_user']:.2f} s/user -> {other['eval_seconds_per_user'] / row['eval_seconds_per_user']:.2f}x"
+        )
+    return lines
 
 
 def markdown_table(rows):

@@ -73,3 +73,14 @@ def test_benchmark_file_must_name_models(tmp_path):
     path.write_text("benchmark_datasets: [x]\n")
     with pytest.raises(ConfigValueError, match="benchmark_models"):
         run_benchmark(path, FakeRunner())
+
+
+def test_efficiency_ratios():
+    from recbole_llmplugin.benchmark import efficiency_lines
+
+    rows = [
+        {"dataset": "d", "model": "ALLMRec", "runs": 1, "stage1_seconds": 10.0, "stage2_seconds": 30.0, "eval_seconds_per_user": 2.0},
+        {"dataset": "d", "model": "TALLRec", "runs": 1, "stage2_seconds": 100.0, "eval_seconds_per_user": 3.0},
+    ]
+    (line,) = efficiency_lines(rows)
+    assert "2.50x" in line and "1.50x" in line
