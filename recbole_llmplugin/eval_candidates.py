@@ -25,11 +25,25 @@ from recbole_llmplugin.files import atomic_write
 PHASES = ("valid", "test")
 
 
+def _column(dataset, field):
+    return np.asarray(dataset.inter_feat[field])  # a DataFrame before build(), an Interaction after
+
+
+class CandidateSource:
+    """What fixed candidates are drawn from, taken from the dataset BEFORE RecBole's build(): the
+    build replaces ``inter_feat`` (sequential models keep only augmented targets, dropping each
+    user's first item), which would change both the histories and the file key per model type."""
+
+    def __init__(self, dataset):
+        self.fingerprint = dataset_fingerprint(dataset)
+        self.histories = _user_histories(dataset)
+
+
 def dataset_fingerprint(dataset):
     """Short hash of the interactions' raw (user, item) tokens: same data, same candidate file."""
     uid, iid = dataset.uid_field, dataset.iid_field
-    users = dataset.id2token(uid, dataset.inter_feat[uid].numpy())
-    items = dataset.id2token(iid, dataset.inter_feat[iid].numpy())
+    users = dataset.id2token(uid, _column(dataset, uid))
+    items = dataset.id2token(iid, _column(dataset, iid))
     pairs = np.sort(np.char.add(np.char.add(users.astype(str), "\x1f"), items.astype(str)))
     digest = hashlib.sha1()
     digest.update(str(dataset.item_num).encode())
@@ -39,20 +53,19 @@ def dataset_fingerprint(dataset):
 
 def _user_histories(dataset):
     """Internal item ids of each user's whole history (all splits), as a list of sorted arrays."""
-    uid = dataset.inter_feat[dataset.uid_field].numpy()
-    iid = dataset.inter_feat[dataset.iid_field].numpy()
+    uid = _column(dataset, dataset.uid_field).astype(np.int64)
+    iid = _column(dataset, dataset.iid_field).astype(np.int64)
     order = np.lexsort((iid, uid))
     uid, iid = uid[order], iid[order]
     bounds = np.searchsorted(uid, np.arange(dataset.user_num + 1))
     return [iid[bounds[u]:bounds[u + 1]] for u in range(dataset.user_num)]
 
 
-def draw_candidates(dataset, n_neg, seed):
+def draw_candidates(dataset, n_neg, seed, histories):
     """Per phase, an int64 array [user_num, n_neg] of distinct negatives outside each user's history.
 
     Row 0 (padding) and users without interactions are -1.
     """
-    histories = _user_histories(dataset)
     n_items = dataset.item_num  # ids 1..n_items-1 are real items
     tables = {}
     for phase_index, phase in enumerate(PHASES):
@@ -80,11 +93,11 @@ def draw_candidates(dataset, n_neg, seed):
     return tables
 
 
-def candidate_file(config, dataset, n_neg, seed):
+def candidate_file(config, source, n_neg, seed):
     explicit = config["eval_candidates_file"]
     if explicit:
         return explicit
-    name = f"{config['dataset']}-uni{n_neg}-seed{seed}-{dataset_fingerprint(dataset)}.npz"
+    name = f"{config['dataset']}-uni{n_neg}-seed{seed}-{source.fingerprint}.npz"
     return os.path.join(config["checkpoint_dir"], "eval_candidates", name)
 
 
@@ -96,11 +109,11 @@ def _save_arrays(path, arrays):
     atomic_write(path, write)
 
 
-def load_or_draw(config, dataset, n_neg):
+def load_or_draw(config, dataset, n_neg, source):
     """Internal-id candidate tables per phase, from the candidate file or drawn and saved there."""
     logger = getLogger()
     seed = config["eval_candidates_seed"]
-    path = candidate_file(config, dataset, n_neg, seed)
+    path = candidate_file(config, source, n_neg, seed)
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
     if os.path.isfile(path):
         stored = np.load(path, allow_pickle=False)
@@ -126,7 +139,7 @@ def load_or_draw(config, dataset, n_neg):
         logger.info(set_color("eval candidates", "green") + f": loaded fixed candidates from {path}")
         return tables
 
-    tables = draw_candidates(dataset, n_neg, seed)
+    tables = draw_candidates(dataset, n_neg, seed, source.histories)
     users = np.nonzero(tables["test"][:, 0] >= 0)[0]
     arrays = {"n_neg": np.array(n_neg), "seed": np.array(seed), "user_tokens": dataset.id2token(uid_field, users).astype(str)}
     for phase in PHASES:
@@ -157,8 +170,11 @@ class FixedCandidateSampler:
         return torch.from_numpy(np.ascontiguousarray(negatives.T).reshape(-1))
 
 
-def apply_eval_candidates(config, dataset, valid_data, test_data):
-    """Give the evaluation loaders fixed candidates when ``eval_candidates: fixed``."""
+def apply_eval_candidates(config, dataset, valid_data, test_data, source):
+    """Give the evaluation loaders fixed candidates when ``eval_candidates: fixed``.
+
+    ``source``: a ``CandidateSource`` taken before ``data_preparation`` (see its docstring).
+    """
     mode = config["eval_candidates"] or "recbole"
     if mode == "recbole":
         return
@@ -173,7 +189,7 @@ def apply_eval_candidates(config, dataset, valid_data, test_data):
     distributions = {l.neg_sample_args["distribution"] for l in sampled.values()}
     if distributions != {"uniform"} or len(n_negs) != 1:
         raise ConfigValueError("eval_candidates: fixed supports eval_args.mode uniN (the same N for valid and test)")
-    tables = load_or_draw(config, dataset, n_negs.pop())
+    tables = load_or_draw(config, dataset, n_negs.pop(), source)
     for phase, loader in sampled.items():
         loader._sampler = FixedCandidateSampler(loader._sampler, tables[phase])
 

@@ -14,7 +14,7 @@ from recbole.utils import get_environment, get_trainer, init_logger, init_seed, 
 
 from recbole_llmplugin.data_check import check_dataset
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.eval_candidates import apply_eval_candidates, apply_eval_user_sample
+from recbole_llmplugin.eval_candidates import CandidateSource, apply_eval_candidates, apply_eval_user_sample
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model
 from recbole_llmplugin.resources import peak_rss_mb
@@ -54,9 +54,10 @@ def prepare_data(config):
     logger = getLogger()
     dataset = create_dataset(config)
     logger.info(dataset)
+    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     apply_eval_user_sample(config, dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    apply_eval_candidates(config, dataset, valid_data, test_data)
+    apply_eval_candidates(config, dataset, valid_data, test_data, source)
     return dataset, train_data, valid_data, test_data
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from conftest import TINY_DATASET
+from conftest import REPO, TINY_DATASET
 from recbole_llmplugin.quick_start import build_config, prepare_data
 from recbole.utils import init_seed
 
@@ -16,18 +16,26 @@ def _test_candidates(model, tiny_config, **overrides):
         items = dataset.id2token("item_id", interaction["item_id"].numpy())
         for user, item in zip(users, items):
             rows.setdefault(user, []).append(item)
+    return rows, _raw_histories()
+
+
+def _raw_histories():
+    """Each user's whole history read straight from the atomic file (not through RecBole)."""
     history = {}
-    inter = dataset.inter_feat
-    for user, item in zip(dataset.id2token("user_id", inter["user_id"].numpy()), dataset.id2token("item_id", inter["item_id"].numpy())):
-        history.setdefault(user, set()).add(item)
-    return rows, history
+    with open(REPO / "dataset" / TINY_DATASET / f"{TINY_DATASET}.inter", encoding="utf-8") as handle:
+        next(handle)
+        for line in handle:
+            user, item = line.split("\t")[:2]
+            history.setdefault(user, set()).add(item)
+    return history
 
 
 def test_two_models_rank_identical_candidates(workdir, tiny_config):
     sasrec, history = _test_candidates("SASRec", tiny_config, seed=1)
     gru, _ = _test_candidates("GRU4Rec", tiny_config, seed=99)  # another model, another training seed
     llm_only, _ = _test_candidates("LLMOnly", tiny_config, seed=5)
-    assert sasrec == gru == llm_only
+    bpr, _ = _test_candidates("BPR", tiny_config, train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
+    assert sasrec == gru == llm_only == bpr  # sequential and general models alike
     for user, items in sasrec.items():
         negatives = items[1:]
         assert len(negatives) == 9 and len(set(negatives)) == 9
