@@ -4,7 +4,9 @@
 
 The benchmark file is also every run's property file (shared evaluation, fixed candidates), plus:
 ``benchmark_models``, ``benchmark_datasets``, ``benchmark_seeds``, ``benchmark_output`` (folder) and
-``benchmark_model_properties`` (per-model overrides, e.g. BPR's training negatives). Each finished run
+``benchmark_model_properties`` (per-model overrides, e.g. BPR's training negatives; an entry with a
+``model`` key is a label for that model with those properties, e.g. ``ALLMRec-GRU4Rec: {model: ALLMRec,
+cf_model: GRU4Rec}``). Each finished run
 is written to ``<output>/runs/<dataset>-<model>-seed<seed>.json`` and is not redone when the benchmark
 is restarted; a failed run is reported as failed (and retried on restart) without stopping the others.
 Outputs: ``runs.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (mean and std over seeds) and
@@ -64,8 +66,10 @@ def run_benchmark(path, runner=None):
             records.append(json.loads(target.read_text(encoding="utf-8")))
             continue
         overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
+        actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
-            result = _jsonable(runner(model, dataset, [str(path)], overrides))
+            result = _jsonable(runner(actual, dataset, [str(path)], overrides))
+            result["model"] = model
             atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         except Exception as error:  # reported, retried on restart, never stops the other runs
             getLogger().error(traceback.format_exc())

@@ -84,3 +84,15 @@ def test_efficiency_ratios():
     ]
     (line,) = efficiency_lines(rows)
     assert "2.50x" in line and "1.50x" in line
+
+
+def test_labelled_entries_run_their_model_with_their_properties(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "benchmark_models": ["A", "A-variant"], "benchmark_datasets": ["d1"], "benchmark_seeds": [1],
+        "benchmark_output": str(tmp_path / "out"),
+        "benchmark_model_properties": {"A-variant": {"model": "A", "cf_model": "GRU4Rec"}},
+    }))
+    runner = FakeRunner()
+    rows = {r["model"]: r for r in run_benchmark(path, runner)}
+    assert set(rows) == {"A", "A-variant"} and [c[0] for c in runner.calls] == ["A", "A"]
