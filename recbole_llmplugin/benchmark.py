@@ -94,7 +94,7 @@ def summarise(records):
         row = {"dataset": dataset, "model": model, "runs": len(ok), "failed": len(group) - len(ok)}
         if len(group) > len(ok):
             row["error"] = next(r["error"] for r in group if "error" in r)
-        for key in sorted({k for r in ok for k in r["test_result"]}):
+        for key in dict.fromkeys(k for r in ok for k in r["test_result"]):  # RecBole's metric order
             values = np.array([r["test_result"][key] for r in ok], dtype=float)
             row[key], row[key + "_std"] = float(values.mean()), float(values.std())
         for key in COSTS:
