@@ -8,13 +8,24 @@ the plugin's.
 import time
 from logging import getLogger
 
+import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_environment, get_trainer, init_logger, init_seed, set_color
+from recbole.utils import (
+    get_environment,
+    get_trainer,
+    init_logger,
+    init_seed,
+    set_color,
+)
 
 from recbole_llmplugin.data_check import check_dataset
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.eval_candidates import CandidateSource, apply_eval_candidates, apply_eval_user_sample
+from recbole_llmplugin.eval_candidates import (
+    CandidateSource,
+    apply_eval_candidates,
+    apply_eval_user_sample,
+)
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model
 from recbole_llmplugin.resources import peak_rss_mb
@@ -126,6 +137,23 @@ def _trained_parameter_count(model):
     if hasattr(model, "trainable_state_dict"):
         return sum(t.numel() for t in model.trainable_state_dict().values())
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, config_dict=None):
+    """Test result of a saved RecBole checkpoint under the CURRENT properties (users, candidates...),
+    not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
+    config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, _, test_data = prepare_data(config)
+    model_obj = model_class(config, train_data._dataset).to(config["device"])
+    checkpoint = torch.load(checkpoint_file, map_location=config["device"], weights_only=False)
+    model_obj.load_state_dict(checkpoint["state_dict"])
+    model_obj.load_other_parameter(checkpoint.get("other_parameter"))
+    start = time.time()
+    result = get_trainer_class(config, model_class)(config, model_obj).evaluate(test_data, load_best_model=False)
+    seconds = time.time() - start
+    users = _num_eval_users(test_data)
+    return {"test_result": dict(result), "test_users": users, "eval_seconds_per_user": seconds / max(users, 1)}
 
 
 def _num_eval_users(loader):

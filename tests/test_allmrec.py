@@ -191,7 +191,11 @@ def test_cf_checkpoint_auto_trains_then_reuses_backbone(workdir, allmrec_config)
     assert first["companions"][0]["model"] == "SASRec (backbone)"
     assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
     second = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
-    assert second["companions"][0]["test_result"] == first["companions"][0]["test_result"]
+    assert second["companions"][0]["test_result"] == pytest.approx(dict(first["companions"][0]["test_result"]))
+    assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
+    # reused with other evaluation users: the backbone is re-evaluated on the new users, not copied
+    third = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**config, "eval_user_sample": 7})
+    assert third["companions"][0]["costs"]["test_users"] == 7 == third["costs"]["test_users"]
     assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
 
 

@@ -296,7 +296,7 @@ class ALLMRec(LLMRecommender):
         """Train (or reuse) the CF backbone when ``cf_checkpoint: auto``; returns its run result."""
         if config["cf_checkpoint"] != "auto":
             return []
-        from recbole_llmplugin.quick_start import build_config, run_recbole_llm
+        from recbole_llmplugin.quick_start import build_config, evaluate_saved, run_recbole_llm
 
         cf_model = config["cf_model"]
         overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
@@ -307,9 +307,12 @@ class ALLMRec(LLMRecommender):
         summary = path[:-4] + ".json"
         logger = getLogger()
         if os.path.isfile(path) and os.path.isfile(summary):
-            logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}")
+            logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates")
             with open(summary, encoding="utf-8") as handle:
-                result = json.load(handle)
+                result = json.load(handle)  # its training costs; the metrics are re-measured below
+            fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
+            result["test_result"] = fresh["test_result"]
+            result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
         else:
             logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
             result = run_recbole_llm(cf_model, config["dataset"], config_file_list, overrides, saved=True)
