@@ -10,16 +10,16 @@ its mask token is appended) and ``(user, item_seq)`` (Caser).
 import inspect
 import os
 
-import torch
 from torch import nn
 
 from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.trainer import load_checkpoint
 
 
 def load_backbone_checkpoint(path):
     if not path or not os.path.isfile(path):
         raise ConfigValueError(f"cf_checkpoint: '{path}' is not a file; give a RecBole checkpoint (.pth) or 'auto'")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_checkpoint(path)
 
 
 class CFBackbone(nn.Module):

@@ -1,7 +1,14 @@
 """Writing files so that an interruption never leaves a half-written one behind."""
 
+import hashlib
+import json
 import os
 import tempfile
+
+
+def digest(*parts):
+    """Short stable hash of JSON-able parts (config values): names files that depend on them."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def atomic_write(path, write):

@@ -8,7 +8,6 @@ the plugin's.
 import time
 from logging import getLogger
 
-import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import (
@@ -29,6 +28,7 @@ from recbole_llmplugin.eval_candidates import (
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model
 from recbole_llmplugin.resources import peak_rss_mb
+from recbole_llmplugin.trainer import load_checkpoint
 
 
 def property_files(model_name, dataset_name):
@@ -146,9 +146,7 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, _, test_data = prepare_data(config)
     model_obj = model_class(config, train_data._dataset).to(config["device"])
-    checkpoint = torch.load(checkpoint_file, map_location=config["device"], weights_only=False)
-    model_obj.load_state_dict(checkpoint["state_dict"])
-    model_obj.load_other_parameter(checkpoint.get("other_parameter"))
+    restore(model_obj, load_checkpoint(checkpoint_file, map_location=config["device"]))
     start = time.time()
     result = get_trainer_class(config, model_class)(config, model_obj).evaluate(test_data, load_best_model=False)
     seconds = time.time() - start
@@ -169,8 +167,6 @@ def load_data_and_model(model_file):
     Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function;
     the loaders carry the same evaluation candidates as the run that saved the checkpoint.
     """
-    from recbole_llmplugin.trainer import load_checkpoint
-
     checkpoint = load_checkpoint(model_file)
     config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
@@ -180,11 +176,16 @@ def load_data_and_model(model_file):
     init_seed(config["seed"], config["reproducibility"])
     model_class = get_model_class(config["model"])
     model = model_class(config, train_data._dataset).to(config["device"])
+    restore(model, checkpoint)
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def restore(model, checkpoint):
+    """Load a plugin checkpoint (trained weights only) or a RecBole one (whole state dict) into ``model``."""
     if checkpoint.get("weights") is not None:
         model.load_trainable_state_dict(checkpoint["weights"])
     else:
         model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
-    return config, model, dataset, train_data, valid_data, test_data
 
 

@@ -16,7 +16,7 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 from safetensors.torch import load_file, save_file
 
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.files import atomic_write, digest
 
 
 def weights_path(checkpoint_file):
@@ -93,6 +93,13 @@ class LLMTrainer(Trainer):
             self._load_weights(checkpoint_file)
             self.logger.info(f"Loading trained parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def stage_checkpoint(config, name, keys, *extra):
+    """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.pth``, hashed over the properties ``keys`` (and
+    ``extra``) that change what the stage trains: same properties, same (reusable) checkpoint."""
+    key = digest(config["dataset"], [config[k] for k in keys], *extra)
+    return os.path.join(config["checkpoint_dir"], config["model"].lower(), f"{config['dataset']}-{name}-{key}.pth")
 
 
 @dataclass

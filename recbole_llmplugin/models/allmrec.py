@@ -16,7 +16,6 @@ Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tok
 ``full_sort_predict`` re-ranks the backbone's top ``rerank_topk`` items.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from torch import nn
 
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.models.base import LLMRecommender, prompt_order
 from recbole_llmplugin.registry import register_model
 from recbole_llmplugin.text_encoder import (
@@ -40,17 +39,13 @@ from recbole_llmplugin.text_encoder import (
     load_text_encoder,
     set_trainable,
 )
-from recbole_llmplugin.trainer import Stage, StagedTrainer
+from recbole_llmplugin.trainer import Stage, StagedTrainer, stage_checkpoint
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
 
 
 def mlp(in_size, hidden, out_size, dropout=0.0):
     return nn.Sequential(nn.Linear(in_size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_size))
-
-
-def _digest(*parts):
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 @register_model
@@ -120,17 +115,6 @@ class ALLMRec(LLMRecommender):
             for key, value in getattr(self, name).state_dict().items()
         }
 
-    def load_trainable_state_dict(self, weights):
-        expected = set(self.trainable_state_dict())
-        if set(weights) != expected:
-            raise ConfigValueError(
-                f"checkpoint does not match ALLMRec: missing {sorted(expected - set(weights))[:5]}, "
-                f"unexpected {sorted(set(weights) - expected)[:5]} (different sizes or text_encoder_trainable?)"
-            )
-        for name in self._trained_module_names():
-            prefix = name + "."
-            getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
-
     def set_stage(self, stage):
         """Only the modules of ``stage`` require grad (``eval``: none)."""
         self.requires_grad_(False)
@@ -145,8 +129,7 @@ class ALLMRec(LLMRecommender):
         if stage != "eval":
             self.stage = stage
 
-    def _signature(self, stage):
-        c = self.config
+    def _stage_keys(self, stage):
         keys = ["cf_checkpoint", "text_encoder", "text_encoder_trainable", "stage1_embedding_size", "stage1_hidden_size",
                 "stage1_alpha", "stage1_beta", "stage1_epochs", "stage1_learning_rate", "stage1_batch_size",
                 "stage1_all_positions", "seed", "item_text_template"]
@@ -155,19 +138,19 @@ class ALLMRec(LLMRecommender):
                      "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
                      "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
                      "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample"]
-        cf_stat = os.stat(c["cf_checkpoint"])
-        return _digest(c["dataset"], [c[k] for k in keys], cf_stat.st_size, cf_stat.st_mtime_ns)
+        return keys
 
     def training_stages(self):
         c = self.config
-        folder = os.path.join(c["checkpoint_dir"], c["model"].lower())
-        stage2 = Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
-                       os.path.join(folder, f"{c['dataset']}-stage2-{self._signature('stage2')}.pth"),
+        cf_stat = os.stat(c["cf_checkpoint"])  # a retrained backbone invalidates both stages
+        path = {name: stage_checkpoint(c, name, self._stage_keys(name), cf_stat.st_size, cf_stat.st_mtime_ns)
+                for name in ("stage1", "stage2")}
+        stage2 = Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"], path["stage2"],
                        validate=c["stage2_validate"], seed_offset=2)
         if not self.stage1_modules:
             return [stage2]
-        stage1 = Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"],
-                       os.path.join(folder, f"{c['dataset']}-stage1-{self._signature('stage1')}.pth"), seed_offset=1)
+        stage1 = Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"], path["stage1"],
+                       seed_offset=1)
         return [stage1, stage2]
 
     # --- embeddings ----------------------------------------------------------------------------
@@ -296,12 +279,16 @@ class ALLMRec(LLMRecommender):
         """Train (or reuse) the CF backbone when ``cf_checkpoint: auto``; returns its run result."""
         if config["cf_checkpoint"] != "auto":
             return []
-        from recbole_llmplugin.quick_start import build_config, evaluate_saved, run_recbole_llm
+        from recbole_llmplugin.quick_start import (
+            build_config,
+            evaluate_saved,
+            run_recbole_llm,
+        )
 
         cf_model = config["cf_model"]
         overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
         backbone_config, _ = build_config(cf_model, config["dataset"], config_file_list, overrides)
-        key = _digest(cf_model, backbone_identity(backbone_config))
+        key = digest(cf_model, backbone_identity(backbone_config))
         folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
         path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
         summary = path[:-4] + ".json"

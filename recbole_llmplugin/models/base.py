@@ -84,7 +84,7 @@ class LLMRecommender(SequentialRecommender):
             raise ConfigValueError(
                 f"checkpoint does not match {type(self).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
-        own = dict(self.named_parameters())
+        own = {**dict(self.named_buffers()), **dict(self.named_parameters())}
         with torch.no_grad():
             for name, tensor in weights.items():
                 own[name].copy_(tensor.to(own[name].device, own[name].dtype))

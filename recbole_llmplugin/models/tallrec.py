@@ -7,12 +7,10 @@ generation) and ranked by the same candidate scorer. The adapter is saved as a p
 checkpoint.
 """
 
-import os
-
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.base import LLMRecommender
 from recbole_llmplugin.registry import register_model
-from recbole_llmplugin.trainer import Stage, StagedTrainer
+from recbole_llmplugin.trainer import Stage, StagedTrainer, stage_checkpoint
 
 
 def lora_targets(llm, configured):
@@ -64,11 +62,8 @@ class TALLRec(LLMRecommender):
                 "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "stage2_user_sample", "prompt_template",
                 "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len", "seed",
                 "eval_user_sample", "stage2_validate", "item_text_template"]
-        from recbole_llmplugin.models.allmrec import _digest
-
-        path = os.path.join(c["checkpoint_dir"], "tallrec", f"{c['dataset']}-lora-{_digest(c['dataset'], [c[k] for k in keys])}.pth")
-        return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"], path,
-                      validate=c["stage2_validate"], seed_offset=2)]
+        return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
+                      stage_checkpoint(c, "lora", keys), validate=c["stage2_validate"], seed_offset=2)]
 
     def calculate_loss(self, interaction):
         return self.generation_loss(interaction)
