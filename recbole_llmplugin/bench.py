@@ -2,8 +2,16 @@
 
     python -m recbole_llmplugin.bench text-encoder --dataset=ml-100k --config_files=properties/benchmark/quick-ml100k.yaml
 
+    python -m recbole_llmplugin.bench stage2 --dataset=ml-100k --config_files=properties/benchmark/quick-ml100k.yaml
+
 ``text-encoder``: A-LLMRec stage-1 seconds per epoch with ``text_encoder_trainable`` none (cached text
 embeddings), last_layer and all, on the same backbone and data (the backbone is trained first if needed).
+
+``stage2``: A-LLMRec stage-2 seconds per training example (objectives generate and rank) and score-mode
+evaluation seconds per user (float32, and ``llm_eval_quantization: int8``), with the item text template of
+the properties and without the release year, each beside its compute bound: 2 x (the LLM's non-embedding
+parameters) x tokens per forward pass (training: twice that, for the input-gradient backward pass), at the
+float32 matrix-multiply rate measured on this machine. Stage 1 is trained (or reused) first.
 """
 
 import argparse
@@ -43,13 +51,96 @@ def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
     return setup, (time.time() - start) / epochs, len(loader.dataset)
 
 
+def matmul_gflops(size=(512, 576, 1536), repeats=20):
+    """float32 matrix-multiply rate of this machine at an LLM layer's shape (GFLOP/s)."""
+    m, k, n = size
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    a @ b
+    start = time.time()
+    for _ in range(repeats):
+        a @ b
+    return 2 * m * k * n * repeats / (time.time() - start) / 1e9
+
+
+def non_embedding_parameters(llm):
+    embedding = llm.get_input_embeddings().weight
+    return sum(p.numel() for p in llm.parameters() if p is not embedding and p.data_ptr() != embedding.data_ptr())
+
+
+def stage2_costs(dataset, config_files, overrides, steps, users):
+    """Seconds per stage-2 example (generate, rank), per evaluated user (float32, int8) and token counts."""
+    from recbole_llmplugin.learning_curve import rank_loader
+    from recbole_llmplugin.trainer import StagedTrainer
+
+    config, _ = build_config("ALLMRec", dataset, config_files, {**overrides, "show_progress": False,
+                                                                 "eval_user_sample": users})
+    ALLMRec.prepare_run(config, config_files, overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, train_data, _, test_data = prepare_data(config)
+    model = ALLMRec(config, train_data._dataset)
+    trainer = StagedTrainer(config, model)
+    stage1, stage2 = model.training_stages()
+    trainer._fit_stage(stage1, train_data, None, False, False, None)
+    model.set_stage("stage2")
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batches = [b for _, b in zip(range(steps + 1), model.stage_train_loader(stage2, train_data))]
+    row = {"prompt tokens / example": None}
+    for objective in ("generate", "rank"):
+        model.objective = objective
+        for index, batch in enumerate(batches):
+            if index == 1:  # the first step warms up
+                start, examples = time.time(), 0
+                model.token_counts.update(train_examples=0, train_tokens=0)
+            optimizer.zero_grad()
+            model.calculate_loss(batch).backward()
+            optimizer.step()
+            examples = examples + len(batch) if index else 0
+        row[f"s / example ({objective})"] = (time.time() - start) / examples
+        row["prompt tokens / example"] = model.token_stats()["prompt_tokens_per_example"]
+    model.eval()
+    for quantization in ("none", "int8"):
+        model.eval_quantization = quantization
+        start = time.time()
+        ranks = rank_loader(model, test_data)
+        row[f"eval s / user ({quantization})"] = (time.time() - start) / len(ranks)
+        row[f"eval hit@1 ({quantization})"] = sum(r == 0 for r in ranks) / len(ranks)
+    row["prompt tokens / user"] = model.token_stats()["prompt_tokens_per_user"]
+    row["eval users"] = len(ranks)
+    row["non-embedding parameters"] = non_embedding_parameters(model.llm)
+    return row
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m recbole_llmplugin.bench")
-    parser.add_argument("benchmark", choices=["text-encoder"])
+    parser.add_argument("benchmark", choices=["text-encoder", "stage2"])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--config_files", default=None)
+    parser.add_argument("--steps", type=int, default=5, help="stage2: timed training steps per objective")
+    parser.add_argument("--users", type=int, default=40, help="stage2: evaluated users per quantisation")
+    parser.add_argument("--templates", default="{movie_title} ({release_year})|{movie_title}",
+                        help="stage2: item_text_template values to compare, separated by |")
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
+    if args.benchmark == "stage2":
+        rate = matmul_gflops()
+        table = []
+        for template in args.templates.split("|"):
+            row = stage2_costs(args.dataset, files, {"item_text_template": template}, args.steps, args.users)
+            flops = 2 * row["non-embedding parameters"]
+            bound_train = 2 * flops * row["prompt tokens / example"] / (rate * 1e9)
+            bound_eval = flops * row["prompt tokens / user"] / (rate * 1e9)
+            table.append([template, f"{row['prompt tokens / example']:.0f}", f"{row['s / example (generate)']:.2f}",
+                          f"{row['s / example (rank)']:.2f}", f"{bound_train:.2f}", f"{row['prompt tokens / user']:.0f}",
+                          f"{row['eval s / user (none)']:.2f}", f"{row['eval s / user (int8)']:.2f}", f"{bound_eval:.2f}",
+                          f"{row['eval hit@1 (none)']:.3f} / {row['eval hit@1 (int8)']:.3f} (n={row['eval users']})"])
+        print(f"\nA-LLMRec stage 2 and score-mode evaluation on {args.dataset} (matmul rate {rate:.0f} GFLOP/s, "
+              f"peak RSS {peak_rss_mb():.0f} MiB; bounds count prompt tokens only)\n")
+        print(tabulate(table, headers=["item text", "prompt tok / ex", "train s/ex generate", "train s/ex rank",
+                                       "bound s/ex", "prompt tok / user", "eval s/user fp32", "eval s/user int8",
+                                       "bound s/user", "hit@1 fp32 / int8"], tablefmt="github"))
+        return
     rows = []
     for mode in ("none", "last_layer", "all"):
         setup, seconds, examples = stage1_epoch_seconds(args.dataset, files, mode)

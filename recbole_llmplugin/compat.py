@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import torch
 
 
 def _fix_numpy_aliases():
@@ -118,6 +119,16 @@ def _fix_downloader():
     dataset_module.Dataset._download = _no_download
 
 
+def _fix_anomaly_detection():
+    # recbole/model/sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True) at import
+    # time, and the package __init__ imports it with every sequential model (SASRec included): every later
+    # forward and backward pass then records a Python stack trace per operation, which slowed SASRec and
+    # LLM training several-fold. Import the package now and switch the debugging mode back off.
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(False)
+
+
 @functools.lru_cache(maxsize=None)
 def apply():
     """Apply every fix once; returns True."""
@@ -126,4 +137,5 @@ def apply():
     _fix_ray_import()
     _fix_torch_load()
     _fix_downloader()
+    _fix_anomaly_detection()
     return True

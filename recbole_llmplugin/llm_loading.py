@@ -143,3 +143,22 @@ def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_
         model.requires_grad_(False)
     model.eval()
     return model, tokenizer
+
+
+EVAL_QUANTIZATIONS = ("none", "int8")
+
+
+def eval_copy(llm, quantization):
+    """A CPU copy of a frozen LLM for evaluation with its Linear layers quantised to int8 (torch dynamic
+    quantisation: int8 weights, activations quantised on the fly); ``none`` returns ``llm`` itself."""
+    if quantization in (None, "none"):
+        return llm
+    if quantization not in EVAL_QUANTIZATIONS:
+        raise LLMLoadError(f"llm_eval_quantization: '{quantization}' is not one of {', '.join(EVAL_QUANTIZATIONS)}")
+    if next(llm.parameters()).device.type != "cpu":
+        raise LLMLoadError("llm_eval_quantization: int8 is torch's CPU dynamic quantisation; set it to none on a GPU")
+    import copy
+
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(llm), {torch.nn.Linear}, dtype=torch.qint8)

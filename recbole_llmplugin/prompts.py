@@ -47,10 +47,15 @@ class PromptBuilder:
     def answer_text(self, item_id):
         return self.answer.format(title=self.item_texts[item_id])
 
-    def answer_token_table(self, tokenizer):
-        """Token ids of every item's answer text: ([n_items, L] right-padded ids, [n_items] lengths)."""
+    def answer_token_table(self, tokenizer, eos=False):
+        """Token ids of every item's answer text, ending with the EOS token when ``eos`` (as the official
+        A-LLMRec code trains its answers): ([n_items, L] right-padded ids, [n_items] lengths)."""
         texts = [self.answer_text(i) for i in range(1, len(self.item_texts))]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if eos:
+            if tokenizer.eos_token_id is None:
+                raise ConfigValueError("prompt_answer_eos: True but the LLM's tokenizer has no EOS token; set it False")
+            encoded = [ids + [tokenizer.eos_token_id] for ids in encoded]
         lengths = [0] + [len(ids) for ids in encoded]
         width = max(lengths)
         table = torch.full((len(lengths), width), tokenizer.pad_token_id, dtype=torch.long)

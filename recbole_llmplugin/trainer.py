@@ -46,6 +46,12 @@ class LLMTrainer(Trainer):
         params = [p for p in kwargs.pop("params", self.model.parameters()) if p.requires_grad]
         if not params:
             return None
+        betas = self.config["adam_betas"]
+        learner = self.config["learner"].lower()
+        if betas and learner in ("adam", "adamw"):  # RecBole's builder has no betas: the official code uses (0.9, 0.98)
+            optimizer = torch.optim.Adam if learner == "adam" else torch.optim.AdamW
+            return optimizer(params, lr=kwargs.get("learning_rate", self.learning_rate), betas=tuple(betas),
+                             weight_decay=self.weight_decay)
         return super()._build_optimizer(params=params, **kwargs)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):

@@ -28,8 +28,8 @@ def _corpus():
     return sentences + lines + [" ".join(WORDS)] * 5
 
 
-def build_tiny_llm(folder, hidden=32, layers=2, seed=0):
-    """A random LlamaForCausalLM with a byte-level BPE tokenizer trained on the fixture text."""
+def build_tiny_llm(folder, hidden=32, layers=2, seed=0, corpus=None):
+    """A random LlamaForCausalLM with a byte-level BPE tokenizer trained on the fixture text (or ``corpus``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -39,7 +39,7 @@ def build_tiny_llm(folder, hidden=32, layers=2, seed=0):
     trainer = trainers.BpeTrainer(
         vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus or _corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     torch.manual_seed(seed)
     config = LlamaConfig(

@@ -53,3 +53,13 @@ def test_downloader_never_starts():
     fake = type("D", (), {"dataset_name": "nope", "dataset_path": "/nowhere/nope"})()
     with pytest.raises(DatasetNotFoundError, match="nope"):
         Dataset._download(fake)
+
+
+def test_sequential_models_leave_anomaly_detection_off():
+    import torch
+
+    import recbole.model.sequential_recommender  # noqa: F401  (its sine.py switches anomaly detection on)
+    from recbole_llmplugin.registry import get_model_class
+
+    get_model_class("SASRec")
+    assert not torch.is_anomaly_enabled()

@@ -44,8 +44,30 @@ from recbole_llmplugin.trainer import Stage, StagedTrainer, stage_checkpoint
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
 
 
+ARCHITECTURES = ("official", "paper")
+
+
 def mlp(in_size, hidden, out_size, dropout=0.0):
     return nn.Sequential(nn.Linear(in_size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_size))
+
+
+def autoencoder(architecture, in_size, hidden, joint_size):
+    """(encoder, decoder) of one stage-1 autoencoder. official: the reference code's ``two_layer_mlp``
+    (Linear + Sigmoid encoder, Linear decoder); paper: 2-layer GELU MLPs of width ``hidden`` each way."""
+    if architecture == "official":
+        return nn.Sequential(nn.Linear(in_size, joint_size), nn.Sigmoid()), nn.Linear(joint_size, in_size)
+    return mlp(in_size, hidden, joint_size), mlp(joint_size, hidden, in_size)
+
+
+def projection(architecture, in_size, hidden, out_size, activation):
+    """F_U / F_I into the LLM's token space. official: Linear-LayerNorm-activation-Linear with
+    xavier-normal weights (the reference code's ``log_emb_proj`` / ``item_emb_proj``); paper: a GELU MLP."""
+    if architecture != "official":
+        return mlp(in_size, hidden, out_size)
+    layers = nn.Sequential(nn.Linear(in_size, hidden), nn.LayerNorm(hidden), activation, nn.Linear(hidden, out_size))
+    nn.init.xavier_normal_(layers[0].weight)
+    nn.init.xavier_normal_(layers[3].weight)
+    return layers
 
 
 @register_model
@@ -63,10 +85,13 @@ class ALLMRec(LLMRecommender):
         self.rerank_topk = config["rerank_topk"]
         self.eval_mode = config["eval_mode"]
         self.text_trainable = config["text_encoder_trainable"]
+        self.architecture = config["allmrec_architecture"]
         if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
         if self.eval_mode not in ("score", "generate"):
             raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of score, generate")
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigValueError(f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}")
 
         self.backbone = CFBackbone(config["cf_checkpoint"], dataset, device=config["device"])
         d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
@@ -77,8 +102,8 @@ class ALLMRec(LLMRecommender):
             d_item = d_joint
         h_llm = self.llm.get_input_embeddings().weight.shape[1]
         hidden2 = config["projection_hidden_size"] or h_llm
-        self.user_projection = mlp(d, hidden2, h_llm)  # F_U
-        self.item_projection = mlp(d_item, hidden2, h_llm)  # F_I
+        self.user_projection = projection(self.architecture, d, hidden2, h_llm, nn.LeakyReLU())  # F_U
+        self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
         self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
         self.stage = "stage2"
         self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
@@ -97,10 +122,8 @@ class ALLMRec(LLMRecommender):
             self.register_buffer("text_table", table.to(config["device"]), persistent=False)  # [n_items, t]
             self.sentence_encoder = None  # not needed any more: every item's text is encoded
         hidden1 = config["stage1_hidden_size"]
-        self.item_encoder = mlp(d, hidden1, d_joint)
-        self.item_decoder = mlp(d_joint, hidden1, d)
-        self.text_encoder_ae = mlp(t, hidden1, d_joint)
-        self.text_decoder = mlp(d_joint, hidden1, t)
+        self.item_encoder, self.item_decoder = autoencoder(self.architecture, d, hidden1, d_joint)
+        self.text_encoder_ae, self.text_decoder = autoencoder(self.architecture, t, hidden1, d_joint)
 
     # --- stages ----------------------------------------------------------------------------
     def _trained_module_names(self):
@@ -132,12 +155,13 @@ class ALLMRec(LLMRecommender):
     def _stage_keys(self, stage):
         keys = ["cf_checkpoint", "text_encoder", "text_encoder_trainable", "stage1_embedding_size", "stage1_hidden_size",
                 "stage1_alpha", "stage1_beta", "stage1_epochs", "stage1_learning_rate", "stage1_batch_size",
-                "stage1_all_positions", "seed", "item_text_template"]
+                "stage1_all_positions", "seed", "item_text_template", "allmrec_architecture", "adam_betas"]
         if stage == "stage2":
             keys += ["llm_path", "llm_dtype", "projection_hidden_size", "joint_embedding", "stage2_epochs",
                      "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
                      "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
-                     "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample"]
+                     "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample", "stage2_objective",
+                     "prompt_answer_eos"]
         return keys
 
     def training_stages(self):
@@ -182,18 +206,20 @@ class ALLMRec(LLMRecommender):
         q = self.text_embeddings(items)  # [2B, t]
         z_item, z_text = self.item_encoder(e), self.text_encoder_ae(q)  # [2B, d']
         e_rec, q_rec = self.item_decoder(z_item), self.text_decoder(z_text)
-        logits = (user.repeat(2, 1) * e_rec).sum(-1)  # [2B]
+        product = user.repeat(2, 1) * e_rec  # [2B, d]
+        logits = product.mean(-1) if self.architecture == "official" else product.sum(-1)  # [2B]
         labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).float()
         return {
             "matching": F.mse_loss(z_item, z_text),
             "item_reconstruction": F.mse_loss(e_rec, e),
-            "text_reconstruction": F.mse_loss(q_rec, q),
+            "text_reconstruction": F.mse_loss(q_rec, q.detach()),  # the target, not a path to the encoder
             "recommendation": F.binary_cross_entropy_with_logits(logits, labels),
         }
 
     # --- stage 2 ---------------------------------------------------------------------------------
     def prompt_texts(self, histories, candidates):
-        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN + " ", " " + HISTORY_TOKEN, " " + CANDIDATE_TOKEN)
+        # no spaces around the soft tokens: a lone space would cost one LLM token per item
+        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
 
     def prompt_embeddings(self, input_ids, users, histories, candidates):
         """Token embeddings with F_U(user) at [UserRep] and F_I(item) after each title."""
@@ -221,7 +247,7 @@ class ALLMRec(LLMRecommender):
             losses = self.stage1_losses(interaction)
             return (losses["matching"], self.alpha * losses["item_reconstruction"],
                     self.beta * losses["text_reconstruction"], losses["recommendation"])
-        return self.generation_loss(interaction)
+        return self.stage2_loss(interaction)
 
     # --- evaluation ------------------------------------------------------------------------------
     def _score_rows(self, interaction, rows, owner, first_rows):
@@ -230,13 +256,15 @@ class ALLMRec(LLMRecommender):
         return self._generate_rows(interaction, rows, owner, first_rows)
 
     def _generate_rows(self, interaction, rows, owner, first_rows):
-        """Paper protocol: greedy-generate one title; 1 for the matching candidate, else a row-free
-        tie-breaker below 0 (so only hit@1 is meaningful)."""
+        """Paper protocol: greedy-generate one title; the matching candidate scores 1 and every other row
+        less, so hit@1 counts exact matches only. A user whose output matches no candidate is scored as a
+        miss: the first row of its block, where RecBole puts the positive, gets the lowest score, so no hit
+        comes from breaking ties. Only hit@1 is meaningful in this mode."""
         user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
         embeds, mask = self.prompt_inputs(interaction, rows, owner, first_rows)
-        generated = self.llm.generate(
+        generated = self.scorer.llm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(self.answer_lengths.max()) + 2,
-            do_sample=False, pad_token_id=self.tokenizer.pad_token_id,
+            do_sample=False, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._stop_token_ids(),
         )
         texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
         answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
@@ -244,14 +272,26 @@ class ALLMRec(LLMRecommender):
             [bool(a) and (texts[o] == a or texts[o].startswith(a + " ")) for a, o in zip(answers, owner.tolist())],
             device=rows.device,
         )  # exact match of the normalised title at the start of the generated text
-        unmatched = int((torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float()) == 0).sum())
+        per_user = torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float())  # [U]
+        unmatched = int((per_user == 0).sum())
         self.generate_counts = [self.generate_counts[0] + unmatched, self.generate_counts[1] + len(first_rows)]
         getLogger().info(
             f"eval_mode generate: {self.generate_counts[0]} of {self.generate_counts[1]} generated titles so far "
             f"matched no candidate"
         )
-        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647
-        return torch.where(matched, torch.ones_like(tie), -1 - tie)
+        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647  # [r] in [0, 1)
+        scores = torch.where(matched, torch.ones_like(tie), -1 - tie)
+        miss = (rows == first_rows[owner]) & (per_user[owner] == 0)  # first row of a user with no match
+        return torch.where(miss, torch.full_like(tie, -3.0), scores)
+
+    def _stop_token_ids(self):
+        """EOS, and the token of the answer's closing text (e.g. a closing quote) when it is one token."""
+        stops = [self.tokenizer.eos_token_id]
+        closing = self.prompt_builder.answer.split("{title}")[-1]
+        ids = self.tokenizer(closing, add_special_tokens=False)["input_ids"] if closing else []
+        if len(ids) == 1:
+            stops.append(ids[0])
+        return [t for t in stops if t is not None]
 
     @torch.inference_mode()
     def full_sort_predict(self, interaction):
@@ -270,7 +310,7 @@ class ALLMRec(LLMRecommender):
             self.ITEM_ID: top.reshape(-1),
         })
         scores = torch.full_like(cf_scores, -torch.inf)
-        scores.scatter_(1, top, self.predict(rows).view(-1, k).to(scores.dtype))
+        scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
         return scores
 
     # --- backbone preparation (cf_checkpoint: auto) ------------------------------------------------

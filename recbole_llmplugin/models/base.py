@@ -17,11 +17,19 @@ from recbole.utils import InputType
 from recbole_llmplugin.candidate_scorer import CandidateScorer
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.item_text import ItemTextStore
-from recbole_llmplugin.llm_loading import load_llm
+from recbole_llmplugin.llm_loading import eval_copy, load_llm
 from recbole_llmplugin.prompts import PromptBuilder
 from recbole_llmplugin.trainer import LLMTrainer
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
+OBJECTIVES = ("generate", "rank", "both")
+
+
+def eval_negatives(config):
+    """N of RecBole's ``eval_args.mode: uniN`` (None for full or pop modes)."""
+    mode = (config["eval_args"] or {}).get("mode")
+    mode = mode.get("test", "") if isinstance(mode, dict) else (mode or "")
+    return int(mode[3:]) if mode.startswith("uni") and mode[3:].isdigit() else None
 
 
 def user_blocks(user_ids):
@@ -60,12 +68,19 @@ class LLMRecommender(SequentialRecommender):
         self.tokenizer.padding_side = "left"
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
-        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer)
+        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer, eos=config["prompt_answer_eos"])
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
         self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"])
+        self.eval_quantization = config["llm_eval_quantization"] or "none"
+        self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
         self.config = config
         self.n_candidates = config["stage2_candidates"]
+        self.objective = config["stage2_objective"] or "generate"
+        if self.objective not in OBJECTIVES:
+            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
+        self.eval_negatives = eval_negatives(config)
+        self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
 
     def train(self, mode=True):
         """The frozen LLM stays in eval mode (no dropout) while the trained modules train."""
@@ -120,15 +135,40 @@ class LLMRecommender(SequentialRecommender):
     # --- ranking RecBole's candidates -----------------------------------------------------------
     @torch.inference_mode()
     def predict(self, interaction):
+        block, first_rows = user_blocks(interaction[self.USER_ID])
+        self._check_whole_users(block, len(first_rows))
+        return self.score_blocks(interaction)
+
+    @torch.inference_mode()
+    def score_blocks(self, interaction):
+        """Scores of candidate rows given as one contiguous block per user (each block is one prompt)."""
         user_ids = interaction[self.USER_ID]  # [R]
         item_ids = interaction[self.ITEM_ID]  # [R] candidates (positive and negatives alike)
         block, first_rows = user_blocks(user_ids)
+        if self.eval_quantization != "none":
+            if self._eval_llm is None:
+                self._eval_llm = eval_copy(self.llm, self.eval_quantization)
+            self.scorer.llm = self._eval_llm
         scores = torch.empty(len(item_ids), device=item_ids.device)
         for start in range(0, len(first_rows), self.eval_user_batch):
             users = torch.arange(start, min(start + self.eval_user_batch, len(first_rows)), device=item_ids.device)
             rows = torch.isin(block, users).nonzero(as_tuple=True)[0]  # [r]
             scores[rows] = self._score_rows(interaction, rows, block[rows] - start, first_rows[users])
+        self.scorer.llm = self.llm
         return scores
+
+    def _check_whole_users(self, block, n_users):
+        """Every user's prompt must list all of its 1+N candidates: a call holding part of a user's rows
+        would rank that user on a partial list. RecBole's sampled-evaluation loaders batch whole users;
+        anything else calling ``predict`` must too."""
+        if self.eval_negatives is None:
+            return
+        counts = torch.bincount(block, minlength=n_users)  # [U]
+        if bool((counts != self.eval_negatives + 1).any()):
+            raise ConfigValueError(
+                f"predict() got users with {sorted(set(counts.tolist()))} candidate rows, expected "
+                f"{self.eval_negatives + 1} (eval_args mode uni{self.eval_negatives}): pass each user's rows whole"
+            )
 
     def prompt_inputs(self, interaction, rows, owner, first_rows):
         """Embedded prompts of the users owning ``rows``: ([U, Lp, H] embeddings, [U, Lp] mask)."""
@@ -141,6 +181,8 @@ class LLMRecommender(SequentialRecommender):
         counts = torch.bincount(owner[order], minlength=len(first_rows)).tolist()
         candidates = [c.tolist() for c in torch.split(item_ids[rows][order], counts)]
         input_ids, attention_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
+        self.token_counts["eval_users"] += len(first_rows)
+        self.token_counts["eval_tokens"] += int(attention_mask.sum())
         return self.prompt_embeddings(input_ids, users, histories, candidates), attention_mask
 
     def _score_rows(self, interaction, rows, owner, first_rows):
@@ -180,31 +222,50 @@ class LLMRecommender(SequentialRecommender):
             self.config["train_batch_size"] = saved_batch
 
     def random_items(self, shape, exclude):
-        """Uniform item ids of ``shape`` not in ``exclude`` ([B, *] ids per row; 0 is padding)."""
-        items = torch.randint(1, self.n_items, shape, device=exclude.device)
-        for _ in range(20):
-            clash = (items.unsqueeze(-1) == exclude.unsqueeze(1)).any(-1)  # [B, k]
-            if not clash.any():
-                break
-            items[clash] = torch.randint(1, self.n_items, (int(clash.sum()),), device=exclude.device)
-        return items
+        """[B, k] distinct uniform item ids per row, none in that row's ``exclude`` ([B, *] ids; 0 is padding)."""
+        rows, k = shape
+        keys = torch.rand(rows, self.n_items, device=exclude.device)  # [B, n_items]
+        keys[:, 0] = -1.0
+        keys.scatter_(1, exclude, -1.0)
+        if k > self.n_items - 1 - exclude.shape[1]:
+            allowed = int((keys >= 0).sum(1).min())
+            if k > allowed:
+                raise ConfigValueError(f"stage2_candidates: {k + 1} needs {k} negatives but a user has only {allowed} unseen items")
+        return keys.topk(k, dim=1).indices  # distinct: topk of a random key per item
 
     def training_candidates(self, seq, target):
-        """[B, n_candidates]: the target and random negatives outside the history, shuffled."""
+        """[B, n_candidates]: the target and distinct random negatives outside the history, shuffled."""
         exclude = torch.cat([seq, target[:, None]], 1)
         negatives = self.random_items((len(target), self.n_candidates - 1), exclude)
         candidates = torch.cat([target[:, None], negatives], 1)
         order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
         return candidates.gather(1, order)
 
-    def generation_loss(self, interaction):
-        """Next-item title generation loss: prompt (history + shuffled candidates) -> target title."""
+    def training_prompts(self, interaction):
+        """Prompts of a training batch: (target [B], candidates [B, C], embeddings [B, Lp, H], mask [B, Lp])."""
         target = interaction[self.ITEM_ID]  # [B]
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
         histories = self.recent_history(users["item_seq"], users["item_seq_len"])
-        candidates = self.training_candidates(users["item_seq"], target).tolist()
-        input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
-        prompt = self.prompt_embeddings(input_ids, users, histories, candidates)  # [B, Lp, H]
+        candidates = self.training_candidates(users["item_seq"], target)  # [B, C]
+        input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates.tolist()))
+        self.token_counts["train_examples"] += len(target)
+        self.token_counts["train_tokens"] += int(prompt_mask.sum())
+        prompt = self.prompt_embeddings(input_ids, users, histories, candidates.tolist())  # [B, Lp, H]
+        return target, candidates, prompt, prompt_mask
+
+    def stage2_loss(self, interaction):
+        """Loss of the LLM-facing stage under ``stage2_objective``: generate (the paper's next-title
+        generation), rank (softmax cross-entropy over the candidates' scores) or both (their sum)."""
+        target, candidates, prompt, prompt_mask = self.training_prompts(interaction)
+        loss = 0.0
+        if self.objective in ("generate", "both"):
+            loss = loss + self.generation_loss(target, prompt, prompt_mask)
+        if self.objective in ("rank", "both"):
+            loss = loss + self.rank_loss(target, candidates, prompt, prompt_mask)
+        return loss
+
+    def generation_loss(self, target, prompt, prompt_mask):
+        """Next-item title generation loss: prompt (history + shuffled candidates) -> target answer."""
         lengths = self.answer_lengths[target]  # [B]
         width = int(lengths.max())
         answer = self.answer_ids[target][:, :width]  # [B, La]
@@ -216,6 +277,24 @@ class LLMRecommender(SequentialRecommender):
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs).logits
         logits = logits[:, -(width + 1):-1].float()  # [B, La, V]: position t predicts answer token t
         return F.cross_entropy(logits[answer_mask], answer[answer_mask])
+
+    def rank_loss(self, target, candidates, prompt, prompt_mask):
+        """Softmax cross-entropy over each prompt's candidates, scored exactly as ``eval_mode: score``
+        ranks them (length-normalised answer log-likelihood, shared prompt cache)."""
+        rows, n = candidates.shape
+        flat = candidates.reshape(-1)  # [B*C]
+        owner = torch.arange(rows, device=flat.device).repeat_interleave(n)  # [B*C]
+        scores = self.scorer.score(prompt, prompt_mask, self.answer_ids[flat], self.answer_lengths[flat], owner)
+        labels = (candidates == target[:, None]).float().argmax(1)  # [B]
+        return F.cross_entropy(scores.view(rows, n), labels)
+
+    def token_stats(self):
+        """Mean prompt tokens per training example and per evaluated user so far."""
+        c = self.token_counts
+        return {
+            "prompt_tokens_per_example": c["train_tokens"] / c["train_examples"] if c["train_examples"] else None,
+            "prompt_tokens_per_user": c["eval_tokens"] / c["eval_users"] if c["eval_users"] else None,
+        }
 
     def full_sort_predict(self, interaction):
         raise ConfigValueError(

@@ -46,7 +46,10 @@ class TALLRec(LLMRecommender):
         self.set_stage("eval")
 
     def train(self, mode=True):
-        """Unlike the frozen-LLM models, the LLM carries trained LoRA layers: let them train (dropout)."""
+        """Unlike the frozen-LLM models, the LLM carries trained LoRA layers: let them train (dropout); an
+        int8 evaluation copy made before is stale once they train."""
+        if mode:
+            self._eval_llm = None
         return super(LLMRecommender, self).train(mode)
 
     def set_stage(self, stage):
@@ -61,12 +64,13 @@ class TALLRec(LLMRecommender):
         keys = ["llm_path", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "stage2_epochs",
                 "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "stage2_user_sample", "prompt_template",
                 "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len", "seed",
-                "eval_user_sample", "stage2_validate", "item_text_template"]
+                "eval_user_sample", "stage2_validate", "item_text_template", "stage2_objective", "prompt_answer_eos",
+                "adam_betas"]
         return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
                       stage_checkpoint(c, "lora", keys), validate=c["stage2_validate"], seed_offset=2)]
 
     def calculate_loss(self, interaction):
-        return self.generation_loss(interaction)
+        return self.stage2_loss(interaction)
 
     def save_adapter(self, folder):
         """The LoRA adapter as a peft folder (``PeftModel.from_pretrained`` reads it)."""
