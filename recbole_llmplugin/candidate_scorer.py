@@ -37,14 +37,48 @@ def output_cache(output):
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
-class CandidateScorer:
-    """``score(...)`` -> one score per candidate row. ``row_chunk`` bounds rows per LLM pass."""
+METHODS = ("packed", "cache")
 
-    def __init__(self, llm, row_chunk=64, length_normalize=True):
+
+def attention_implementation(llm):
+    config = llm.get_base_model().config if hasattr(llm, "get_base_model") else llm.config
+    return getattr(config, "_attn_implementation", None)
+
+
+def packed_attention_mask(segment, valid, implementation, dtype):
+    """[U, 1, L, L] mask of one packed sequence per user: the prompt (segment 0, causal), then each candidate's
+    answer (its own segment), which sees the whole prompt and its own earlier tokens, never another answer.
+
+    segment: [U, L] segment id of each position; valid: [U, L] (False = padding).
+    Boolean (True = attend) for sdpa, additive float for eager attention."""
+    length = segment.shape[1]
+    index = torch.arange(length, device=segment.device)
+    causal = index[None, :] <= index[:, None]  # [L(query), L(key)]
+    visible = (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])  # [U, L, L]
+    allowed = causal[None] & visible & valid[:, None, :]
+    allowed |= torch.eye(length, dtype=torch.bool, device=segment.device)[None]  # padding queries see themselves
+    allowed = allowed[:, None]  # [U, 1, L, L]
+    if implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=segment.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+class CandidateScorer:
+    """``score(...)`` -> one score per candidate row.
+
+    ``method`` packed (default where the LLM's attention takes a custom 4D mask: eager or sdpa): one LLM pass
+    per batch of users over [prompt, answer 1, ..., answer C], each answer seeing only the prompt and itself,
+    so the prompt is encoded once and shared with no cache copies (cheap to train through); cache: the prompt's
+    key/value cache is copied to each chunk of ``row_chunk`` candidate rows (any causal LM)."""
+
+    def __init__(self, llm, row_chunk=64, length_normalize=True, method="packed"):
         self.llm = llm
         self.row_chunk = max(1, int(row_chunk))
         self.length_normalize = length_normalize
         self.cache_name, self.keep_name = forward_arguments(llm)
+        if method not in METHODS:
+            raise ValueError(f"llm_score_method: '{method}' is not one of {', '.join(METHODS)}")
+        self.method = method
 
     def _embed(self, ids):
         return self.llm.get_input_embeddings()(ids)
@@ -57,6 +91,53 @@ class CandidateScorer:
         owner: [R] index of each row's user in 0..U-1.
         Returns [R] float scores.
         """
+        implementation = attention_implementation(self.llm)
+        if self.method == "packed" and implementation in ("sdpa", "eager") and self.keep_name:
+            return self._score_packed(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation)
+        return self._score_cached(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner)
+
+    def _score_packed(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation):
+        """One pass per batch of users over [prompt, answers of its candidates back to back]."""
+        device = prompt_embeds.device
+        prompt_mask = prompt_mask.to(device)
+        answer_ids, answer_lengths, owner = answer_ids.to(device), answer_lengths.to(device), owner.to(device)
+        users, prompt_width, _ = prompt_embeds.shape
+        rows = len(owner)
+        order = torch.argsort(owner, stable=True)  # rows grouped by user
+        lengths = answer_lengths[order]  # [R]
+        per_user = torch.zeros(users, dtype=torch.long, device=device).index_add_(0, owner, answer_lengths)  # [U]
+        width = int(per_user.max())
+        row_start = lengths.cumsum(0) - lengths  # [R] first token of each row among all answer tokens
+        user_start = (per_user.cumsum(0) - per_user)[owner[order]]  # [R] first answer token of its user
+        token_row = torch.repeat_interleave(torch.arange(rows, device=device), lengths)  # [T]
+        step = torch.arange(len(token_row), device=device) - row_start[token_row]  # [T] j: place in its answer
+        column = row_start[token_row] - user_start[token_row] + step  # [T] place in its user's answer region
+        token_user = owner[order][token_row]  # [T]
+        token_ids = answer_ids[order][token_row, step]  # [T]
+        tokens = torch.zeros((users, width), dtype=answer_ids.dtype, device=device)
+        tokens[token_user, column] = token_ids
+        segment = torch.full((users, width), -1, dtype=torch.long, device=device)
+        segment[token_user, column] = token_row + 1
+        embeds = torch.cat([prompt_embeds, self._embed(tokens)], 1)  # [U, Lp + W, H]
+        prompt_len = prompt_mask.long().sum(-1)  # [U]
+        answer_positions = torch.zeros((users, width), dtype=torch.long, device=device)
+        answer_positions[token_user, column] = prompt_len[token_user] + step
+        positions = torch.cat([(prompt_mask.long().cumsum(-1) - 1).clamp(min=0), answer_positions], 1)  # [U, Lp + W]
+        segments = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.long), segment], 1)
+        valid = torch.cat([prompt_mask.bool(), segment > 0], 1)
+        mask = packed_attention_mask(segments, valid, implementation, prompt_embeds.dtype)
+        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                          **{self.keep_name: width + 1}).logits  # [U, 1 + W, V]: prompt's last, then answers
+        log_norm = torch.logsumexp(logits.float(), dim=-1)  # [U, 1 + W]
+        # token j of an answer is predicted at the prompt's last position (j = 0) or at its token j - 1
+        predictor = torch.where(step == 0, torch.zeros_like(column), column)  # [T] index into 1 + W
+        token_logp = logits[token_user, predictor].float().gather(1, token_ids[:, None]).squeeze(1) - log_norm[token_user, predictor]
+        total = torch.zeros(rows, device=device).index_add_(0, token_row, token_logp)  # [R] in grouped order
+        scores = torch.empty_like(total)
+        scores[order] = total / lengths.float() if self.length_normalize else total
+        return scores
+
+    def _score_cached(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner):
         device = prompt_embeds.device
         prompt_mask = prompt_mask.to(device)
         prompt_positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # [U, Lp]

@@ -122,8 +122,9 @@ def draw(output, results):
             lines.append(f"| {label} | {p['examples']} | {t['hit@1']:.3f} ± {t['hit@1_se']:.3f} | "
                          f"{t['ndcg@10']:.3f} ± {t['ndcg@10_se']:.3f} | {u['hit@1']:.3f} ± {u['hit@1_se']:.3f} | "
                          f"{p['train_seconds']:.0f} | {t['users']} |")
-        if run.get("backbone"):
-            references[run["backbone"]["model"]] = run["backbone"]
+        for key in ("backbone", "llm_only"):
+            if run.get(key):
+                references[run[key]["model"]] = run[key]
         if points:
             color = f"C{index}"
             x = [p["examples"] for p in points]
@@ -132,7 +133,8 @@ def draw(output, results):
             axis.plot(x, [p["train_users"]["hit@1"] for p in points], color=color, linestyle=":", marker="x",
                       label=f"{label} (training users)")
     for index, (name, reference) in enumerate(references.items()):
-        axis.axhline(reference["hit@1"], color="black", linestyle="--", linewidth=1, label=f"{name}: {reference['hit@1']:.3f}")
+        axis.axhline(reference["hit@1"], color="black", linestyle=("--", "-.", ":")[index % 3], linewidth=1,
+                     label=f"{name}: {reference['hit@1']:.3f} (n={reference['users']})")
         lines.append(f"| {name} | - | {reference['hit@1']:.3f} ± {reference['hit@1_se']:.3f} | "
                      f"{reference['ndcg@10']:.3f} ± {reference['ndcg@10_se']:.3f} | - | - | {reference['users']} |")
     chance = next((run["chance_hit@1"] for run in results.values() if run.get("chance_hit@1")), None)
@@ -177,7 +179,18 @@ def backbone_reference(model_class, config, config_files, overrides):
     return {"model": f"{cf_model} (backbone)", **metrics_from_ranks(torch.cat(ranks).tolist())}
 
 
-def run(model_name, dataset, config_files, overrides, points, label, output, train_users, probe_seed=2025):
+def llm_only_reference(dataset, config_files):
+    """LLMOnly (the frozen LLM, no CF knowledge, nothing trained) on the run's test users and candidates."""
+    config, model_class = build_config("LLMOnly", dataset, config_files)
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, _, test_data = prepare_data(config)
+    model = model_class(config, train_data._dataset).to(config["device"])
+    model.eval()
+    return {"model": "LLMOnly", **metrics_from_ranks(rank_loader(model, test_data))}
+
+
+def run(model_name, dataset, config_files, overrides, points, label, output, train_users, probe_seed=2025,
+        with_llm_only=False):
     output.mkdir(parents=True, exist_ok=True)
     results_path = output / "curve.json"
     results = load_results(results_path)
@@ -204,6 +217,9 @@ def run(model_name, dataset, config_files, overrides, points, label, output, tra
     run_result = results.setdefault(label, {"model": model_name, "dataset": dataset, "overrides": overrides,
                                             "points": {}})
     run_result["backbone"] = backbone
+    if with_llm_only and not run_result.get("llm_only"):
+        run_result["llm_only"] = llm_only_reference(dataset, config_files)
+        write_results(results_path, results)
     if model.eval_negatives:
         run_result["chance_hit@1"] = 1.0 / (model.eval_negatives + 1)
     weights_file = output / f"{label}.safetensors"
@@ -237,6 +253,8 @@ def run(model_name, dataset, config_files, overrides, points, label, output, tra
             done = seen
             progress.update(len(batch))
             progress.set_postfix(loss=float(loss))
+            if done % 50 < len(batch):
+                logger.info(f"learning curve {label}: {done} examples, loss {float(loss):.4f}, {train_seconds:.0f} s")
             if done >= todo[0]:
                 model.eval()
                 eval_start = time.time()
@@ -272,13 +290,14 @@ def main(argv=None):
     parser.add_argument("--label", required=True, help="name of this configuration in the table and chart")
     parser.add_argument("--output", default="results/learning-curve")
     parser.add_argument("--train_users", type=int, default=100, help="training examples scored at each point")
+    parser.add_argument("--with_llm_only", action="store_true", help="also score LLMOnly on the same test users")
     args, rest = parser.parse_known_args(argv)
     # RecBole's Config reads --key=value properties from sys.argv itself: leave it only those
     sys.argv = sys.argv[:1] + rest
     overrides = dict(arg[2:].split("=", 1) for arg in rest if arg.startswith("--") and "=" in arg)  # the record only
     points = sorted(int(p) for p in args.points.split(","))
     run(args.model, args.dataset, args.config_files.split() if args.config_files else [], overrides, points,
-        args.label, Path(args.output), args.train_users)
+        args.label, Path(args.output), args.train_users, with_llm_only=args.with_llm_only)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         "trainable_parameters": _trained_parameter_count(model_obj),
     }
     costs.update(getattr(trainer, "stage_seconds", {}))
+    if hasattr(model_obj, "token_stats"):  # LLM models: mean prompt tokens per training example / evaluated user
+        costs.update({k: v for k, v in model_obj.token_stats().items() if v is not None})
     logger.info(set_color("costs", "yellow") + f": {costs}")
     return {
         "model": config["model"],

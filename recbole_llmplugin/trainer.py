@@ -98,7 +98,10 @@ class LLMTrainer(Trainer):
             checkpoint_file = model_file or self.saved_model_file
             self._load_weights(checkpoint_file)
             self.logger.info(f"Loading trained parameters from {checkpoint_file}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        if hasattr(self.model, "on_evaluation_end"):
+            self.model.on_evaluation_end()
+        return result
 
 
 def stage_checkpoint(config, name, keys, *extra):
@@ -137,6 +140,9 @@ class StagedTrainer(LLMTrainer):
             start = time.time()
             result = self._fit_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
             self.stage_seconds[f"{stage.name}_seconds"] = time.time() - start
+            tokens = getattr(self.model, "token_stats", lambda: {})().get("prompt_tokens_per_example")
+            if tokens and stage.name != "stage1":
+                self.logger.info(f"{stage.name}: {tokens:.0f} prompt tokens per training example")
         return result
 
     def _reset_for(self, stage):

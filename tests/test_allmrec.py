@@ -334,13 +334,16 @@ def test_rank_objective_is_cross_entropy_over_eval_scores(workdir, allmrec_confi
 
 
 def test_training_negatives_are_distinct_and_unseen(workdir, allmrec_config):
-    model, train_data, _ = build(allmrec_config, stage2_candidates=30)  # 40 items: nearly all of them
+    model, train_data, _ = build(allmrec_config, stage2_candidates=20)  # 40 items, histories of up to 16
     batch = _batch(model, train_data, "stage2", n=8)
-    seq = batch["item_seq"]
+    seq = batch[model.ITEM_SEQ]
     candidates = model.training_candidates(seq, batch["item_id"])
     for row, history, target in zip(candidates.tolist(), seq.tolist(), batch["item_id"].tolist()):
-        assert len(set(row)) == len(row) and target in row and 0 not in row
+        assert len(set(row)) == len(row) == 20 and target in row and 0 not in row
         assert not (set(row) - {target}) & set(history)
+    model.n_candidates = 39
+    with pytest.raises(ConfigValueError, match="stage2_candidates: 39"):
+        model.training_candidates(seq, batch["item_id"])
 
 
 def test_no_space_token_before_soft_tokens(workdir, allmrec_config):

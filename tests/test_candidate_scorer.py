@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from recbole_llmplugin.candidate_scorer import CandidateScorer
@@ -33,22 +34,25 @@ ANSWERS = ['"Star Café 3"', '"Ghost River 12"', '"東京 Dream 30"', '"Blue Nig
 OWNER = torch.tensor([0, 0, 0, 1, 1])
 
 
-def test_cached_batched_scores_equal_plain_forward(tiny_llm):
+@pytest.mark.parametrize("method,attention", [("cache", "sdpa"), ("packed", "sdpa"), ("packed", "eager")])
+def test_batched_scores_equal_plain_forward(tiny_llm, method, attention):
     llm, tokenizer = load_llm(tiny_llm)
+    llm.config._attn_implementation = attention
     embeds, mask, ids, lengths = _batch(tokenizer, llm, PROMPTS, ANSWERS)
     with torch.no_grad():
-        got = CandidateScorer(llm, row_chunk=2).score(embeds, mask, ids, lengths, OWNER)
+        got = CandidateScorer(llm, row_chunk=2, method=method).score(embeds, mask, ids, lengths, OWNER)
         want = _reference_scores(llm, tokenizer, PROMPTS, ANSWERS, OWNER.tolist())
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
 
-def test_row_order_does_not_change_scores(tiny_llm):
+@pytest.mark.parametrize("method", ["cache", "packed"])
+def test_row_order_does_not_change_scores(tiny_llm, method):
     llm, tokenizer = load_llm(tiny_llm)
     embeds, mask, ids, lengths = _batch(tokenizer, llm, PROMPTS, ANSWERS)
     perm = torch.tensor([4, 2, 0, 3, 1])
     with torch.no_grad():
-        base = CandidateScorer(llm, row_chunk=3).score(embeds, mask, ids, lengths, OWNER)
-        shuffled = CandidateScorer(llm, row_chunk=3).score(embeds, mask, ids[perm], lengths[perm], OWNER[perm])
+        base = CandidateScorer(llm, row_chunk=3, method=method).score(embeds, mask, ids, lengths, OWNER)
+        shuffled = CandidateScorer(llm, row_chunk=3, method=method).score(embeds, mask, ids[perm], lengths[perm], OWNER[perm])
     torch.testing.assert_close(shuffled, base[perm], atol=1e-5, rtol=1e-5)
 
 
@@ -69,3 +73,15 @@ def test_preferred_candidate_ranks_first(tiny_llm):
     with torch.no_grad():
         scores = CandidateScorer(llm, row_chunk=2).score(embeds, mask, ids, lengths, torch.zeros(len(ANSWERS), dtype=torch.long))
     assert int(scores.argmax()) == 2
+
+
+def test_packed_scores_train_like_cached_ones(tiny_llm):
+    """Gradients reach the prompt embeddings identically through both methods (the rank objective's path)."""
+    llm, tokenizer = load_llm(tiny_llm)
+    embeds, mask, ids, lengths = _batch(tokenizer, llm, PROMPTS, ANSWERS)
+    grads = []
+    for method in ("cache", "packed"):
+        leaf = embeds.detach().clone().requires_grad_(True)
+        CandidateScorer(llm, row_chunk=2, method=method).score(leaf, mask, ids, lengths, OWNER).sum().backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)

@@ -14,6 +14,21 @@ alignment network, the only thing trained:
 
 Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tokens included);
 ``full_sort_predict`` re-ranks the backbone's top ``rerank_topk`` items.
+
+Reference code: https://github.com/ghdtjr/A-LLMRec
+
+NOTE: differences from the paper and the reference code (README, "A-LLMRec here, in the paper and in the
+official code"):
+- ``allmrec_architecture: official`` (default) builds the reference code's modules, which the paper does not
+  specify: Linear+Sigmoid encoders and Linear decoders in stage 1 (BCE on the mean of user x decoded item),
+  Linear-LayerNorm-LeakyReLU/GELU-Linear F_U / F_I with xavier-normal weights; ``paper`` builds 2-layer GELU
+  MLPs. Answers end with EOS and Adam uses betas (0.9, 0.98), as in the reference code.
+- The LLM (SmolLM2-135M by default) and text encoder (all-MiniLM-L6-v2, frozen and cached unless
+  ``text_encoder_trainable``) are smaller than OPT-6.7B and the fine-tuned SBERT.
+- ``stage2_objective: rank`` / ``both`` (softmax cross-entropy over the candidates' scores) are this plugin's
+  options beside the paper's title generation; ``eval_mode: score`` ranks by answer likelihood, ``generate``
+  is the paper's protocol (exact match, where the reference code accepts a substring).
+- Candidates are RecBole's ``uniN`` (``eval_candidates: fixed``: drawn once, shared by every model).
 """
 
 import json

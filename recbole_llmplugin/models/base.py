@@ -71,7 +71,8 @@ class LLMRecommender(SequentialRecommender):
         answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer, eos=config["prompt_answer_eos"])
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
-        self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"])
+        self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"],
+                                      method=config["llm_score_method"] or "packed")
         self.eval_quantization = config["llm_eval_quantization"] or "none"
         self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
         self.config = config
@@ -150,12 +151,32 @@ class LLMRecommender(SequentialRecommender):
                 self._eval_llm = eval_copy(self.llm, self.eval_quantization)
             self.scorer.llm = self._eval_llm
         scores = torch.empty(len(item_ids), device=item_ids.device)
+        by_length = torch.argsort(self._token_estimate(interaction, block, first_rows))  # similar lengths share a pass
         for start in range(0, len(first_rows), self.eval_user_batch):
-            users = torch.arange(start, min(start + self.eval_user_batch, len(first_rows)), device=item_ids.device)
+            users = by_length[start:start + self.eval_user_batch].sort().values  # [u] block indices
+            local = torch.full((len(first_rows),), -1, dtype=torch.long, device=item_ids.device)
+            local[users] = torch.arange(len(users), device=item_ids.device)
             rows = torch.isin(block, users).nonzero(as_tuple=True)[0]  # [r]
-            scores[rows] = self._score_rows(interaction, rows, block[rows] - start, first_rows[users])
+            scores[rows] = self._score_rows(interaction, rows, local[block[rows]], first_rows[users])
         self.scorer.llm = self.llm
         return scores
+
+    def _token_estimate(self, interaction, block, first_rows):
+        """[U] tokens of each user's prompt and answers, from the answer-token table: users are scored in
+        passes of similar length, so padding stays small."""
+        seq, seq_len = interaction[self.ITEM_SEQ][first_rows], interaction[self.ITEM_SEQ_LEN][first_rows]
+        positions = torch.arange(seq.shape[1], device=seq.device)[None, :]
+        shown = (positions < seq_len[:, None]) & (positions >= seq_len[:, None] - self.history_len)  # [U, L]
+        history = (self.answer_lengths[seq] * shown).sum(1)  # [U]
+        answers = torch.zeros(len(first_rows), dtype=torch.long, device=seq.device)
+        answers.index_add_(0, block, self.answer_lengths[interaction[self.ITEM_ID]])
+        return history + 2 * answers  # candidates appear in the prompt and as answers
+
+    def on_evaluation_end(self):
+        """Log the prompt tokens per evaluated user (the cost driver of LLM evaluation)."""
+        tokens = self.token_stats()["prompt_tokens_per_user"]
+        if tokens:
+            self.logger.info(f"evaluation: {tokens:.0f} prompt tokens per user")
 
     def _check_whole_users(self, block, n_users):
         """Every user's prompt must list all of its 1+N candidates: a call holding part of a user's rows
