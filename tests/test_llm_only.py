@@ -34,3 +34,24 @@ def test_scores_do_not_depend_on_block_position(workdir, tiny_config):
     permuted = model.predict(interaction[order])
     torch.testing.assert_close(permuted, scores[order], atol=1e-5, rtol=1e-5)
     assert not torch.equal(scores[block == 0], scores[block == 0][0].expand(int((block == 0).sum())))
+
+
+def test_int8_evaluation_copy(workdir, tiny_config):
+    """llm_eval_quantization: int8 scores with a quantised copy (Linear layers int8), close to float32, and leaves
+    the model's own LLM untouched."""
+    from recbole_llmplugin.models.llm_only import LLMOnly
+    from recbole_llmplugin.quick_start import build_config, prepare_data
+
+    config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
+    _, train_data, _, test_data = prepare_data(config)
+    model = LLMOnly(config, train_data._dataset)
+    interaction = next(iter(test_data))[0]
+    full = model.predict(interaction)
+    model.eval_quantization = "int8"
+    quantised = model.predict(interaction)
+    assert model._eval_llm is not model.llm and model.scorer.llm is model.llm
+    int8 = [m for m in model._eval_llm.modules() if "quantized" in type(m).__module__ and "Linear" in type(m).__name__]
+    own = [m for m in model.llm.modules() if isinstance(m, torch.nn.Linear)]
+    assert int8 and own and all(m.weight.dtype == torch.float32 for m in own)  # the model's LLM stays float
+    assert not torch.equal(full, quantised)
+    assert torch.corrcoef(torch.stack([full, quantised]))[0, 1] > 0.9
