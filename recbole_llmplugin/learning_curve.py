@@ -70,8 +70,7 @@ def rank_loader(model, loader):
 
 def training_probe(model, loader, n_users, n_candidates, seed):
     """Fixed candidate blocks for ``n_users`` training examples: an Interaction of [n_users * C] rows."""
-    batches = [b for _, b in zip(range(10**9), loader)]
-    rows = Interaction.__new__(Interaction)
+    batches = list(loader)
     fields = (model.USER_ID, model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.ITEM_ID)
     columns = {f: torch.cat([b[f] for b in batches])[:n_users] for f in fields}
     state = torch.random.get_rng_state()

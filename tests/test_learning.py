@@ -12,7 +12,6 @@ from dataset.make_fixtures import MARKOV_NAME, markov_fixture
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.learning_curve import metrics_from_ranks, rank_loader
 from recbole_llmplugin.quick_start import build_config, prepare_data
-from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.trainer import StagedTrainer
 
 TEMPLATE = "{user_token}History: {history}. Candidates: {candidates}. Next: "
@@ -121,11 +120,6 @@ def trained(markov, tiny_encoder, model_name, steps=300, objective="rank", **ext
             if done == steps:
                 break
     return model, valid_data
-
-
-def valid_metrics(model, valid_data):
-    model.eval()
-    return metrics_from_ranks(rank_loader(model, valid_data))
 
 
 class Zeros(torch.nn.Module):
