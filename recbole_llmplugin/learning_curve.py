@@ -168,14 +168,9 @@ def backbone_reference(model_class, config, config_files, overrides):
     cf = get_model_class(cf_model)(cf_config, train_data._dataset).to(cf_config["device"])
     restore(cf, load_checkpoint(config["cf_checkpoint"], map_location=cf_config["device"]))
     cf.eval()
-    ranks = []
     with torch.no_grad():
-        for interaction, _, positive_u, positive_i in test_data:
-            interaction = interaction.to(cf_config["device"])
-            scores = cf.predict(interaction)
-            n = len(scores) // len(positive_u)
-            ranks.append(positive_ranks(scores.view(-1, n), interaction[cf.ITEM_ID].view(-1, n), positive_i))
-    return {"model": f"{cf_model} (backbone)", **metrics_from_ranks(torch.cat(ranks).tolist())}
+        ranks = rank_loader(cf, test_data)
+    return {"model": f"{cf_model} (backbone)", **metrics_from_ranks(ranks)}
 
 
 def llm_only_reference(dataset, config_files):
