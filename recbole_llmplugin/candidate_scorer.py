@@ -96,6 +96,15 @@ class CandidateScorer:
             return self._score_packed(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation)
         return self._score_cached(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner)
 
+    def label_logits(self, prompt_embeds, prompt_mask, label_ids):
+        """[U, C] next-token logits of the candidate labels after each (left-padded) prompt: one pass over the
+        prompts, no answer tokens (``eval_mode: index``)."""
+        prompt_mask = prompt_mask.to(prompt_embeds.device)
+        positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # [U, Lp]
+        kwargs = {self.keep_name: 1} if self.keep_name else {}
+        logits = self.llm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions, **kwargs).logits
+        return logits[:, -1].float()[:, label_ids.to(prompt_embeds.device)]  # [U, C]
+
     def _score_packed(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation):
         """One pass per batch of users over [prompt, answers of its candidates back to back]."""
         device = prompt_embeds.device

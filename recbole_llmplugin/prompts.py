@@ -5,6 +5,8 @@ Properties (defaults in properties/overall.yaml, per-dataset wording in properti
 ``prompt_history_item`` / ``prompt_candidate_item`` with ``{title}`` and ``{item_token}``;
 ``prompt_item_separator``; ``prompt_answer`` (the text scored or generated for an item, ``{title}``).
 Models that inject soft tokens pass their placeholder strings as ``user_token`` / ``item_token``.
+With ``eval_mode: index`` each candidate is written with ``prompt_index_item`` and a ``{label}`` from
+``prompt_index_labels`` (one LLM token each); the answer is that label (LlamaRec's verbalizer).
 """
 
 import torch
@@ -20,18 +22,27 @@ class PromptBuilder:
         self.separator = config["prompt_item_separator"]
         self.answer = config["prompt_answer"]
         self.item_texts = item_texts
+        self.labels = None
+        if config["eval_mode"] == "index":
+            self.candidate_item = config["prompt_index_item"]
+            self.labels = list(config["prompt_index_labels"] or "")
         for key, value, needed in (
             ("prompt_template", self.template, ("{history}", "{candidates}")),
             ("prompt_history_item", self.history_item, ("{title}",)),
-            ("prompt_candidate_item", self.candidate_item, ("{title}",)),
+            ("prompt_index_item" if self.labels is not None else "prompt_candidate_item", self.candidate_item,
+             ("{title}", "{label}") if self.labels is not None else ("{title}",)),
             ("prompt_answer", self.answer, ("{title}",)),
         ):
             missing = [n for n in needed if n not in (value or "")]
             if missing:
                 raise ConfigValueError(f"{key}: '{value}' must contain {', '.join(missing)}")
 
-    def _items(self, pattern, item_ids, item_token):
-        return self.separator.join(pattern.format(title=self.item_texts[i], item_token=item_token) for i in item_ids)
+    def _items(self, pattern, item_ids, item_token, labels=None):
+        labels = labels or [""] * len(item_ids)
+        return self.separator.join(
+            pattern.format(title=self.item_texts[i], item_token=item_token, label=label)
+            for i, label in zip(item_ids, labels)
+        )
 
     def prompts(self, histories, candidates, user_token="", history_token="", candidate_token=""):
         """One prompt per user. ``histories`` / ``candidates``: lists of internal item-id lists."""
@@ -39,10 +50,22 @@ class PromptBuilder:
             self.template.format(
                 user_token=user_token,
                 history=self._items(self.history_item, history, history_token),
-                candidates=self._items(self.candidate_item, cands, candidate_token),
+                candidates=self._items(self.candidate_item, cands, candidate_token, self.labels),
             )
             for history, cands in zip(histories, candidates)
         ]
+
+    def label_token_ids(self, tokenizer, n_candidates):
+        """[n_candidates] token id of each candidate label (``eval_mode: index``): one LLM token each."""
+        if n_candidates > len(self.labels):
+            raise ConfigValueError(
+                f"prompt_index_labels: {len(self.labels)} labels for {n_candidates} candidates; give at least {n_candidates}"
+            )
+        ids = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in self.labels[:n_candidates]]
+        several = [label for label, i in zip(self.labels, ids) if len(i) != 1]
+        if several:
+            raise ConfigValueError(f"prompt_index_labels: {several[:3]} are not one token each for this LLM; use letters")
+        return torch.tensor([i[0] for i in ids], dtype=torch.long)
 
     def answer_text(self, item_id):
         return self.answer.format(title=self.item_texts[item_id])

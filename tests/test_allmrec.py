@@ -10,7 +10,7 @@ from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
-from recbole_llmplugin.models.base import user_blocks
+from recbole_llmplugin.models.base import prompt_order, user_blocks
 from recbole_llmplugin.quick_start import build_config, prepare_data
 
 BACKBONE_PROPS = {"hidden_size": 16, "inner_size": 32, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1}
@@ -364,3 +364,49 @@ def test_architectures(workdir, allmrec_config, architecture):
         assert isinstance(model.item_encoder[1], torch.nn.Sigmoid) and isinstance(model.item_decoder, torch.nn.Linear)
     with pytest.raises(ConfigValueError, match="allmrec_architecture"):
         build(allmrec_config, allmrec_architecture="offical")
+
+
+def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_config):
+    """eval_mode index: each candidate's score is the next-token logit of its own label after the prompt, the
+    labels follow the prompt's (row-order-free) candidate order, and the index objective is the cross-entropy
+    over exactly those logits."""
+    model, train_data, test_data = build(allmrec_config, eval_mode="index", stage2_objective="index")
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    users = interaction["user_id"]
+    block, first_rows = user_blocks(users)
+    rows = (block == 0).nonzero(as_tuple=True)[0]  # the first user's 1 + 9 rows
+    scores = model.predict(interaction)[rows]
+    items = interaction["item_id"][rows]
+    prompt = model.prompt_texts(model.recent_history(interaction[model.ITEM_SEQ][rows[:1]],
+                                                     interaction[model.ITEM_SEQ_LEN][rows[:1]]), [[0]])[0]
+    assert '[CandidateEmb]A: "' in prompt  # the label follows the item's soft token
+    with torch.no_grad():
+        embeds, mask, slot = model.prompt_inputs(interaction, rows, torch.zeros_like(rows), first_rows[:1])
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask).logits[0, -1]  # [V]
+    torch.testing.assert_close(scores, logits[model.label_ids[slot]], atol=1e-4, rtol=1e-4)
+    assert sorted(slot.tolist()) == list(range(10))
+    order = torch.argsort(prompt_order(users[rows], items))
+    assert slot[order].tolist() == list(range(10))  # label k = k-th candidate listed
+
+    batch = _batch(model, train_data, "stage2", n=2)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        target, candidates, prompt_embeds, prompt_mask = model.training_prompts(batch)
+        loss = model.index_loss(target, candidates, prompt_embeds, prompt_mask)
+        last = model.llm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask,
+                         position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
+    labels = (candidates == target[:, None]).float().argmax(1)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(last[:, model.label_ids[:5]], labels),
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"eval_mode": "index"}, "stage2_objective: 'generate' with eval_mode: 'index'"),
+    ({"stage2_objective": "index"}, "stage2_objective: 'index' with eval_mode: 'score'"),
+    ({"eval_mode": "index", "stage2_objective": "index", "prompt_index_labels": "ABC"}, "3 labels for 10 candidates"),
+    ({"eval_mode": "rank"}, "eval_mode: 'rank' is not one of score, generate, index"),
+])
+def test_index_mode_errors(workdir, allmrec_config, overrides, message):
+    with pytest.raises(ConfigValueError, match=message):
+        build(allmrec_config, **overrides)

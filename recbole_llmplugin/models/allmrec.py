@@ -91,6 +91,7 @@ class ALLMRec(LLMRecommender):
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage1_modules = ("item_encoder", "item_decoder", "text_encoder_ae", "text_decoder")
     stage2_modules = ("user_projection", "item_projection")
+    eval_modes = ("score", "generate", "index")
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -98,13 +99,10 @@ class ALLMRec(LLMRecommender):
         self.beta = config["stage1_beta"]
         self.joint_embedding = config["joint_embedding"]
         self.rerank_topk = config["rerank_topk"]
-        self.eval_mode = config["eval_mode"]
         self.text_trainable = config["text_encoder_trainable"]
         self.architecture = config["allmrec_architecture"]
         if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
-        if self.eval_mode not in ("score", "generate"):
-            raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of score, generate")
         if self.architecture not in ARCHITECTURES:
             raise ConfigValueError(f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}")
 
@@ -176,7 +174,7 @@ class ALLMRec(LLMRecommender):
                      "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
                      "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
                      "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample", "stage2_objective",
-                     "prompt_answer_eos"]
+                     "prompt_answer_eos", "eval_mode", "prompt_index_item", "prompt_index_labels"]
         return keys
 
     def training_stages(self):
@@ -266,7 +264,7 @@ class ALLMRec(LLMRecommender):
 
     # --- evaluation ------------------------------------------------------------------------------
     def _score_rows(self, interaction, rows, owner, first_rows):
-        if self.eval_mode == "score":
+        if self.eval_mode != "generate":
             return super()._score_rows(interaction, rows, owner, first_rows)
         return self._generate_rows(interaction, rows, owner, first_rows)
 
@@ -276,7 +274,7 @@ class ALLMRec(LLMRecommender):
         miss: the first row of its block, where RecBole puts the positive, gets the lowest score, so no hit
         comes from breaking ties. Only hit@1 is meaningful in this mode."""
         user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        embeds, mask = self.prompt_inputs(interaction, rows, owner, first_rows)
+        embeds, mask, _ = self.prompt_inputs(interaction, rows, owner, first_rows)
         generated = self.scorer.llm.generate(
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(self.answer_lengths.max()) + 2,
             do_sample=False, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._stop_token_ids(),

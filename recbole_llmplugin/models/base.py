@@ -22,7 +22,7 @@ from recbole_llmplugin.prompts import PromptBuilder
 from recbole_llmplugin.trainer import LLMTrainer
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
-OBJECTIVES = ("generate", "rank", "both")
+OBJECTIVES = ("generate", "rank", "both", "index")
 
 
 def eval_negatives(config):
@@ -52,6 +52,8 @@ class LLMRecommender(SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = LLMTrainer
     special_tokens = ()
+    eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
+    trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -66,6 +68,9 @@ class LLMRecommender(SequentialRecommender):
             special_tokens=self.special_tokens,
         )
         self.tokenizer.padding_side = "left"
+        self.eval_mode = config["eval_mode"]
+        if self.eval_mode not in self.eval_modes:
+            raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}")
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
         answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer, eos=config["prompt_answer_eos"])
@@ -81,6 +86,14 @@ class LLMRecommender(SequentialRecommender):
         if self.objective not in OBJECTIVES:
             raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
         self.eval_negatives = eval_negatives(config)
+        if self.trains_llm_stage and (self.objective == "index") != (self.eval_mode == "index"):
+            raise ConfigValueError(
+                f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
+                f"the label answers eval_mode index ranks by: set both to index, or neither"
+            )
+        if self.eval_mode == "index":
+            shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1)
+            self.register_buffer("label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False)
         self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
 
     def train(self, mode=True):
@@ -170,7 +183,7 @@ class LLMRecommender(SequentialRecommender):
         history = (self.answer_lengths[seq] * shown).sum(1)  # [U]
         answers = torch.zeros(len(first_rows), dtype=torch.long, device=seq.device)
         answers.index_add_(0, block, self.answer_lengths[interaction[self.ITEM_ID]])
-        return history + 2 * answers  # candidates appear in the prompt and as answers
+        return history + (answers if self.eval_mode == "index" else 2 * answers)  # candidates in the prompt (and as answers)
 
     def on_evaluation_end(self):
         """Log the prompt tokens per evaluated user (the cost driver of LLM evaluation)."""
@@ -192,7 +205,8 @@ class LLMRecommender(SequentialRecommender):
             )
 
     def prompt_inputs(self, interaction, rows, owner, first_rows):
-        """Embedded prompts of the users owning ``rows``: ([U, Lp, H] embeddings, [U, Lp] mask)."""
+        """Embedded prompts of the users owning ``rows``: ([U, Lp, H] embeddings, [U, Lp] mask, [r] place of each
+        row in its user's candidate list)."""
         user_ids = interaction[self.USER_ID]
         item_ids = interaction[self.ITEM_ID]
         users = self.user_fields(interaction, first_rows)
@@ -201,14 +215,19 @@ class LLMRecommender(SequentialRecommender):
         order = torch.argsort(owner * 2147483647 + keys)  # group by user, then by the row-free key
         counts = torch.bincount(owner[order], minlength=len(first_rows)).tolist()
         candidates = [c.tolist() for c in torch.split(item_ids[rows][order], counts)]
+        starts = torch.tensor([0] + counts[:-1], device=rows.device).cumsum(0)  # [U] first sorted row of each user
+        slot = torch.empty_like(order)
+        slot[order] = torch.arange(len(order), device=rows.device) - starts[owner[order]]  # [r]
         input_ids, attention_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates))
         self.token_counts["eval_users"] += len(first_rows)
         self.token_counts["eval_tokens"] += int(attention_mask.sum())
-        return self.prompt_embeddings(input_ids, users, histories, candidates), attention_mask
+        return self.prompt_embeddings(input_ids, users, histories, candidates), attention_mask, slot
 
     def _score_rows(self, interaction, rows, owner, first_rows):
         """Scores of ``rows`` (owner: 0..U-1 per row; first_rows: each user's first row)."""
-        embeds, attention_mask = self.prompt_inputs(interaction, rows, owner, first_rows)
+        embeds, attention_mask, slot = self.prompt_inputs(interaction, rows, owner, first_rows)
+        if self.eval_mode == "index":
+            return self.scorer.label_logits(embeds, attention_mask, self.label_ids)[owner, slot]  # [r]
         row_items = interaction[self.ITEM_ID][rows]
         return self.scorer.score(
             embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner
@@ -276,8 +295,11 @@ class LLMRecommender(SequentialRecommender):
 
     def stage2_loss(self, interaction):
         """Loss of the LLM-facing stage under ``stage2_objective``: generate (the paper's next-title
-        generation), rank (softmax cross-entropy over the candidates' scores) or both (their sum)."""
+        generation), rank (softmax cross-entropy over the candidates' scores), both (their sum) or index
+        (cross-entropy over the candidate labels' logits after the prompt, as ``eval_mode: index`` ranks)."""
         target, candidates, prompt, prompt_mask = self.training_prompts(interaction)
+        if self.objective == "index":
+            return self.index_loss(target, candidates, prompt, prompt_mask)
         loss = 0.0
         if self.objective in ("generate", "both"):
             loss = loss + self.generation_loss(target, prompt, prompt_mask)
@@ -308,6 +330,12 @@ class LLMRecommender(SequentialRecommender):
         scores = self.scorer.score(prompt, prompt_mask, self.answer_ids[flat], self.answer_lengths[flat], owner)
         labels = (candidates == target[:, None]).float().argmax(1)  # [B]
         return F.cross_entropy(scores.view(rows, n), labels)
+
+    def index_loss(self, target, candidates, prompt, prompt_mask):
+        """Cross-entropy over the labels of each prompt's candidates (LlamaRec's verbalizer): one pass per prompt."""
+        logits = self.scorer.label_logits(prompt, prompt_mask, self.label_ids[: candidates.shape[1]])  # [B, C]
+        labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
+        return F.cross_entropy(logits, labels)
 
     def token_stats(self):
         """Mean prompt tokens per training example and per evaluated user so far."""

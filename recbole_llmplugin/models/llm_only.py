@@ -12,5 +12,6 @@ from recbole_llmplugin.registry import register_model
 
 @register_model
 class LLMOnly(LLMRecommender):
+    trains_llm_stage = False
     def calculate_loss(self, interaction):
         raise ConfigValueError("LLMOnly is not trained; it has no loss")

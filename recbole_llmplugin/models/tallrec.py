@@ -65,7 +65,7 @@ class TALLRec(LLMRecommender):
                 "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "stage2_user_sample", "prompt_template",
                 "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len", "seed",
                 "eval_user_sample", "stage2_validate", "item_text_template", "stage2_objective", "prompt_answer_eos",
-                "adam_betas"]
+                "eval_mode", "prompt_index_item", "prompt_index_labels", "adam_betas"]
         return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
                       stage_checkpoint(c, "lora", keys), validate=c["stage2_validate"], seed_offset=2)]
 
