@@ -83,17 +83,24 @@ class CandidateScorer:
     def _embed(self, ids):
         return self.llm.get_input_embeddings()(ids)
 
-    def score(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner):
+    def score(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, answer_soft=None, soft_token_id=None):
         """Length-normalised log-likelihood of each answer.
 
         prompt_embeds: [U, Lp, H] left-padded prompt embeddings; prompt_mask: [U, Lp] (1 = token).
         answer_ids: [R, La] right-padded answer token ids; answer_lengths: [R] (>= 1).
         owner: [R] index of each row's user in 0..U-1.
+        answer_soft: optional [R, H] embedding of each row's soft token (a candidate's CF item token): it replaces
+        the answer's ``soft_token_id`` position, which conditions the tokens after it and is not scored itself.
+        Packed method only.
         Returns [R] float scores.
         """
         implementation = attention_implementation(self.llm)
         if self.method == "packed" and implementation in ("sdpa", "eager") and self.keep_name:
-            return self._score_packed(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation)
+            return self._score_packed(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation,
+                                      answer_soft, soft_token_id)
+        if answer_soft is not None:
+            raise ValueError("a soft token in the answer (prompt_answer with {item_token}) needs llm_score_method "
+                             "packed with eager or sdpa attention")
         return self._score_cached(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner)
 
     def label_logits(self, prompt_embeds, prompt_mask, label_ids):
@@ -105,7 +112,8 @@ class CandidateScorer:
         logits = self.llm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions, **kwargs).logits
         return logits[:, -1].float()[:, label_ids.to(prompt_embeds.device)]  # [U, C]
 
-    def _score_packed(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation):
+    def _score_packed(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation,
+                      answer_soft=None, soft_token_id=None):
         """One pass per batch of users over [prompt, answers of its candidates back to back]."""
         device = prompt_embeds.device
         prompt_mask = prompt_mask.to(device)
@@ -127,7 +135,12 @@ class CandidateScorer:
         tokens[token_user, column] = token_ids
         segment = torch.full((users, width), -1, dtype=torch.long, device=device)
         segment[token_user, column] = token_row + 1
-        embeds = torch.cat([prompt_embeds, self._embed(tokens)], 1)  # [U, Lp + W, H]
+        answer_embeds = self._embed(tokens)  # [U, W, H]
+        soft = token_ids == soft_token_id if answer_soft is not None else torch.zeros_like(token_ids, dtype=torch.bool)
+        if answer_soft is not None:  # [T] positions of the rows' soft tokens, filled with their embeddings
+            answer_embeds = answer_embeds.index_put(
+                (token_user[soft], column[soft]), answer_soft[order][token_row[soft]].to(answer_embeds.dtype))
+        embeds = torch.cat([prompt_embeds, answer_embeds], 1)  # [U, Lp + W, H]
         prompt_len = prompt_mask.long().sum(-1)  # [U]
         answer_positions = torch.zeros((users, width), dtype=torch.long, device=device)
         answer_positions[token_user, column] = prompt_len[token_user] + step
@@ -141,9 +154,11 @@ class CandidateScorer:
         # token j of an answer is predicted at the prompt's last position (j = 0) or at its token j - 1
         predictor = torch.where(step == 0, torch.zeros_like(column), column)  # [T] index into 1 + W
         token_logp = logits[token_user, predictor].float().gather(1, token_ids[:, None]).squeeze(1) - log_norm[token_user, predictor]
+        token_logp = token_logp * ~soft  # a soft token is read, never scored
         total = torch.zeros(rows, device=device).index_add_(0, token_row, token_logp)  # [R] in grouped order
         scores = torch.empty_like(total)
-        scores[order] = total / lengths.float() if self.length_normalize else total
+        scored = (lengths - torch.zeros_like(lengths).index_add_(0, token_row, soft.long())).float()  # [R]
+        scores[order] = total / scored if self.length_normalize else total
         return scores
 
     def _score_cached(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner):

@@ -3,7 +3,8 @@
 Properties (defaults in properties/overall.yaml, per-dataset wording in properties/dataset/):
 ``prompt_template`` with ``{user_token}``, ``{history}`` and ``{candidates}``;
 ``prompt_history_item`` / ``prompt_candidate_item`` with ``{title}`` and ``{item_token}``;
-``prompt_item_separator``; ``prompt_answer`` (the text scored or generated for an item, ``{title}``).
+``prompt_item_separator``; ``prompt_answer`` (the text scored or generated for an item, ``{title}``; an
+``{item_token}`` in it puts the candidate's soft item token inside its scored answer, read but not scored).
 Models that inject soft tokens pass their placeholder strings as ``user_token`` / ``item_token``.
 With ``eval_mode: index`` each candidate is written with ``prompt_index_item`` and a ``{label}`` from
 ``prompt_index_labels`` (one LLM token each); the answer is that label (LlamaRec's verbalizer).
@@ -20,7 +21,11 @@ class PromptBuilder:
         self.history_item = config["prompt_history_item"]
         self.candidate_item = config["prompt_candidate_item"]
         self.separator = config["prompt_item_separator"]
-        self.answer = config["prompt_answer"]
+        self.answer = config["prompt_answer"] or ""
+        # the candidate's soft item token inside its scored answer: it conditions the tokens after it
+        self.answer_item_token = "{item_token}" in self.answer
+        if self.answer.count("{item_token}") > 1:
+            raise ConfigValueError(f"prompt_answer: '{self.answer}' may hold {{item_token}} once")
         self.item_texts = item_texts
         self.labels = None
         if config["eval_mode"] == "index":
@@ -67,13 +72,14 @@ class PromptBuilder:
             raise ConfigValueError(f"prompt_index_labels: {several[:3]} are not one token each for this LLM; use letters")
         return torch.tensor([i[0] for i in ids], dtype=torch.long)
 
-    def answer_text(self, item_id):
-        return self.answer.format(title=self.item_texts[item_id])
+    def answer_text(self, item_id, item_token=""):
+        return self.answer.format(title=self.item_texts[item_id], item_token=item_token)
 
-    def answer_token_table(self, tokenizer, eos=False):
-        """Token ids of every item's answer text, ending with the EOS token when ``eos`` (as the official
-        A-LLMRec code trains its answers): ([n_items, L] right-padded ids, [n_items] lengths)."""
-        texts = [self.answer_text(i) for i in range(1, len(self.item_texts))]
+    def answer_token_table(self, tokenizer, eos=False, item_token=""):
+        """Token ids of every item's answer text (``item_token``: the placeholder of its soft item token, if the
+        answer has one), ending with the EOS token when ``eos`` (as the official A-LLMRec code trains its
+        answers): ([n_items, L] right-padded ids, [n_items] lengths)."""
+        texts = [self.answer_text(i, item_token) for i in range(1, len(self.item_texts))]
         encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
         if eos:
             if tokenizer.eos_token_id is None:

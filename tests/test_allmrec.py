@@ -410,3 +410,42 @@ def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_confi
 def test_index_mode_errors(workdir, allmrec_config, overrides, message):
     with pytest.raises(ConfigValueError, match=message):
         build(allmrec_config, **overrides)
+
+
+def test_answer_item_token_conditions_each_candidates_answer(workdir, allmrec_config):
+    """prompt_answer with {item_token}: each candidate's scored answer reads its own F_I token, so
+    changing one candidate's CF embedding changes that candidate's score (and the rank loss reaches F_I
+    through the answers even with no item tokens in the prompt)."""
+    answer = '"{title}"{item_token}'
+    model, train_data, test_data = build(allmrec_config, stage2_objective="rank", prompt_answer=answer,
+                                         prompt_candidate_item='"{title}"', prompt_history_item='"{title}"')
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    rows = (user_blocks(interaction["user_id"])[0] == 0).nonzero(as_tuple=True)[0]
+    block = interaction[rows]
+    before = model.predict(block)
+    items = block["item_id"]
+    with torch.no_grad():
+        model.backbone.item_embeddings()[items[3]] += 5.0  # only candidate 3's CF embedding changes
+    after = model.predict(block)
+    changed = (after - before).abs() > 1e-6
+    assert changed.tolist() == [i == 3 for i in range(len(items))]
+
+    model.set_stage("stage2")
+    model.train()
+    batch = _batch(model, train_data, "stage2", n=2)
+    model.rank_loss(*model.training_prompts(batch)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.item_projection.parameters())
+
+
+@pytest.mark.parametrize("model_name, overrides, message", [
+    ("ALLMRec", {"stage2_objective": "generate"}, "needs eval_mode score and stage2_objective rank"),
+    ("LLMOnly", {}, "needs a model with CF item tokens"),
+    ("ALLMRec", {"stage2_objective": "rank", "prompt_answer": '{item_token}"{title}"{item_token}'}, "once"),
+])
+def test_answer_item_token_errors(workdir, allmrec_config, model_name, overrides, message):
+    settings = {**allmrec_config, "prompt_answer": '{item_token}"{title}"', **overrides}
+    config, model_class = build_config(model_name, TINY_DATASET, config_dict=settings)
+    _, train_data, _, _ = prepare_data(config)
+    with pytest.raises(ConfigValueError, match=message):
+        model_class(config, train_data._dataset)

@@ -85,3 +85,39 @@ def test_packed_scores_train_like_cached_ones(tiny_llm):
         CandidateScorer(llm, row_chunk=2, method=method).score(leaf, mask, ids, lengths, OWNER).sum().backward()
         grads.append(leaf.grad)
     torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_soft_token_in_answers_is_read_not_scored(tiny_llm, attention):
+    """A soft token inside each answer (prompt_answer with {item_token}), at its start, middle or end: each
+    answer's score equals a plain forward over [prompt, answer with that row's vector at the soft position],
+    averaged over the other answer tokens only."""
+    llm, tokenizer = load_llm(tiny_llm)
+    llm.config._attn_implementation = attention
+    emb = llm.get_input_embeddings()
+    soft_id = tokenizer.eos_token_id  # any id: its positions are replaced
+    answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in ANSWERS]
+    answers = [a[:k] + [soft_id] + a[k:] for a, k in zip(answers, [0, 1, len(answers[2]), 2, 0])]
+    ids = torch.full((len(answers), max(map(len, answers))), tokenizer.pad_token_id)
+    for i, a in enumerate(answers):
+        ids[i, : len(a)] = torch.tensor(a)
+    lengths = torch.tensor([len(a) for a in answers])
+    embeds, mask, _, _ = _batch(tokenizer, llm, PROMPTS, ANSWERS)
+    torch.manual_seed(0)
+    soft = torch.randn(len(ANSWERS), embeds.shape[-1])
+    want = []
+    for row, answer in enumerate(answers):
+        p = tokenizer(PROMPTS[OWNER[row]], add_special_tokens=False)["input_ids"]
+        sequence = emb(torch.tensor(p + answer)).clone()
+        k = len(p) + answer.index(soft_id)
+        sequence[k] = soft[row]
+        with torch.no_grad():
+            logp = torch.log_softmax(llm(inputs_embeds=sequence[None]).logits[0].float(), -1)
+        want.append(torch.stack([logp[len(p) - 1 + t, a] for t, a in enumerate(answer) if len(p) + t != k]).mean())
+    with torch.no_grad():
+        got = CandidateScorer(llm).score(embeds, mask, ids, lengths, OWNER, answer_soft=soft, soft_token_id=soft_id)
+        other = CandidateScorer(llm).score(embeds, mask, ids, lengths, OWNER, answer_soft=-soft, soft_token_id=soft_id)
+    torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
+    assert (got - other)[[0, 1, 3, 4]].abs().min() > 1e-4  # a soft token before answer tokens changes the score
+    with pytest.raises(ValueError, match="needs llm_score_method packed"):
+        CandidateScorer(llm, method="cache").score(embeds, mask, ids, lengths, OWNER, answer_soft=soft, soft_token_id=soft_id)

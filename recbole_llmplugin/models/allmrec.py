@@ -92,6 +92,7 @@ class ALLMRec(LLMRecommender):
     stage1_modules = ("item_encoder", "item_decoder", "text_encoder_ae", "text_decoder")
     stage2_modules = ("user_projection", "item_projection")
     eval_modes = ("score", "generate", "index")
+    answer_item_token = CANDIDATE_TOKEN
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -246,14 +247,20 @@ class ALLMRec(LLMRecommender):
         embeds = embeds.clone()
         for token, values in soft.items():
             mask = input_ids == self.token_ids[token]  # [U, Lp]
+            if not mask.any():  # a template without {item_token} / {user_token}: text only there
+                continue
             if int(mask.sum()) != len(values):
                 raise ConfigValueError(f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates")
             embeds[mask] = values.to(embeds.dtype)
         return embeds
 
     def _item_tokens(self, items, device):
-        items = torch.tensor(items, dtype=torch.long, device=device)
+        items = torch.as_tensor(items, dtype=torch.long, device=device)
         return self.item_projection(self.joint_item_embeddings(items))
+
+    def answer_soft(self, items):
+        """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""
+        return self._item_tokens(items, items.device) if self.prompt_builder.answer_item_token else None
 
     def calculate_loss(self, interaction):
         if self.stage == "stage1":

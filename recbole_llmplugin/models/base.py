@@ -54,6 +54,7 @@ class LLMRecommender(SequentialRecommender):
     special_tokens = ()
     eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
     trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
+    answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -73,7 +74,8 @@ class LLMRecommender(SequentialRecommender):
             raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}")
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
-        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(self.tokenizer, eos=config["prompt_answer_eos"])
+        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
+            self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or "")
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
         self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"],
@@ -90,6 +92,15 @@ class LLMRecommender(SequentialRecommender):
             raise ConfigValueError(
                 f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
                 f"the label answers eval_mode index ranks by: set both to index, or neither"
+            )
+        if self.prompt_builder.answer_item_token and not self.answer_item_token:
+            raise ConfigValueError(
+                f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not {type(self).__name__}"
+            )
+        if self.prompt_builder.answer_item_token and (self.eval_mode != "score" or self.objective != "rank"):
+            raise ConfigValueError(
+                f"prompt_answer: '{config['prompt_answer']}' has the candidate's item token in its answer: it needs "
+                f"eval_mode score and stage2_objective rank (got {self.eval_mode}, {self.objective})"
             )
         if self.eval_mode == "index":
             shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1)
@@ -229,9 +240,20 @@ class LLMRecommender(SequentialRecommender):
         if self.eval_mode == "index":
             return self.scorer.label_logits(embeds, attention_mask, self.label_ids)[owner, slot]  # [r]
         row_items = interaction[self.ITEM_ID][rows]
-        return self.scorer.score(
-            embeds, attention_mask, self.answer_ids[row_items], self.answer_lengths[row_items], owner
-        )
+        return self._score_answers(embeds, attention_mask, row_items, owner)
+
+    def _score_answers(self, prompt, prompt_mask, items, owner):
+        """[R] scores of the answers of ``items`` (one row each, ``owner``: its prompt), with each candidate's
+        soft item token in its answer when ``prompt_answer`` has one."""
+        soft = self.answer_soft(items)
+        soft_id = self.tokenizer.convert_tokens_to_ids(self.answer_item_token) if soft is not None else None
+        return self.scorer.score(prompt, prompt_mask, self.answer_ids[items], self.answer_lengths[items], owner,
+                                 answer_soft=soft, soft_token_id=soft_id)
+
+    def answer_soft(self, items):
+        """[N, H] soft token of each item inside its answer (``prompt_answer`` with {item_token}), or None.
+        Models with CF item tokens (``answer_item_token``) override it."""
+        return None
 
     # --- training on next-item title generation (A-LLMRec stage 2, TALLRec, MLP-LLM) ----------
     def stage_train_loader(self, stage, train_data):
@@ -327,7 +349,7 @@ class LLMRecommender(SequentialRecommender):
         rows, n = candidates.shape
         flat = candidates.reshape(-1)  # [B*C]
         owner = torch.arange(rows, device=flat.device).repeat_interleave(n)  # [B*C]
-        scores = self.scorer.score(prompt, prompt_mask, self.answer_ids[flat], self.answer_lengths[flat], owner)
+        scores = self._score_answers(prompt, prompt_mask, flat, owner)
         labels = (candidates == target[:, None]).float().argmax(1)  # [B]
         return F.cross_entropy(scores.view(rows, n), labels)
 
