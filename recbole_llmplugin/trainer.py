@@ -16,7 +16,8 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 from safetensors.torch import load_file, save_file
 
-from recbole_llmplugin.files import atomic_write, digest
+from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.identity import artefact_digest
 
 
 def weights_path(checkpoint_file):
@@ -104,10 +105,10 @@ class LLMTrainer(Trainer):
         return result
 
 
-def stage_checkpoint(config, name, keys, *extra):
-    """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.pth``, hashed over the properties ``keys`` (and
-    ``extra``) that change what the stage trains: same properties, same (reusable) checkpoint."""
-    key = digest(config["dataset"], [config[k] for k in keys], *extra)
+def stage_checkpoint(config, name):
+    """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.pth``, hashed by the one identity rule
+    (``identity.artefact_digest``): same config (minus run-local keys), data and backbone -> same checkpoint."""
+    key = artefact_digest(config)
     return os.path.join(config["checkpoint_dir"], config["model"].lower(), f"{config['dataset']}-{name}-{key}.pth")
 
 

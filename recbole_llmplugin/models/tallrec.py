@@ -9,7 +9,6 @@ checkpoint.
 
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.base import LLMRecommender
-from recbole_llmplugin.registry import register_model
 from recbole_llmplugin.trainer import Stage, StagedTrainer, stage_checkpoint
 
 
@@ -22,7 +21,6 @@ def lora_targets(llm, configured):
     return TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(llm.config.model_type, "all-linear")
 
 
-@register_model
 class TALLRec(LLMRecommender):
     trainer_class = StagedTrainer
 
@@ -61,13 +59,8 @@ class TALLRec(LLMRecommender):
 
     def training_stages(self):
         c = self.config
-        keys = ["llm_path", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "stage2_epochs",
-                "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "stage2_user_sample", "prompt_template",
-                "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len", "seed",
-                "eval_user_sample", "stage2_validate", "item_text_template", "stage2_objective", "prompt_answer_eos",
-                "eval_mode", "prompt_index_item", "prompt_index_labels", "adam_betas"]
         return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
-                      stage_checkpoint(c, "lora", keys), validate=c["stage2_validate"], seed_offset=2)]
+                      stage_checkpoint(c, "lora"), validate=c["stage2_validate"], seed_offset=2)]
 
     def calculate_loss(self, interaction):
         return self.stage2_loss(interaction)

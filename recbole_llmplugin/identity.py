@@ -1,0 +1,59 @@
+"""One identity rule for the plugin's trained artefacts (stage checkpoints, the CF backbone).
+
+An artefact is reused only by a run whose resolved RecBole config equals the one it was trained under, minus
+``RUN_LOCAL_KEYS`` (settings that change where or how visibly a run works, never what it trains or measures),
+plus the content of the files it was trained on (the dataset's atomic files; the CF checkpoint's bytes).
+There are no hand-written lists of "keys that matter": a new property changes the identity by default.
+
+Content-addressed caches keep their own keys: item-text embeddings (encoder + texts) and the fixed evaluation
+candidates (data hash + N + seed), which every model must share whatever its other properties.
+"""
+
+import hashlib
+import os
+
+from recbole_llmplugin.files import digest
+
+RUN_LOCAL_KEYS = frozenset({
+    # where and how the run executes
+    "device", "gpu_id", "use_gpu", "local_rank", "nproc", "world_size", "offset", "ip", "port", "single_spec", "worker",
+    # where files go, what is shown
+    "checkpoint_dir", "data_path", "dataset_save_path", "dataloaders_save_path", "save_dataset", "save_dataloaders",
+    "state", "show_progress", "log_wandb", "wandb_project", "metric_decimal_place", "loss_decimal_place",
+    # evaluation batching (same scores in any batch layout; tested)
+    "eval_batch_size", "llm_eval_user_batch", "llm_score_row_chunk",
+    # resolved separately: replaced by the content of the file it names
+    "cf_checkpoint",
+})
+
+
+def config_identity(config, exclude=()):
+    """The resolved config as a dict, minus run-local keys (and ``exclude``)."""
+    drop = RUN_LOCAL_KEYS | set(exclude)
+    return {k: v for k, v in config.final_config_dict.items() if k not in drop}
+
+
+def file_digest(path):
+    """sha1 of a file's bytes."""
+    sha = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def dataset_identity(config):
+    """(name, content digest) of each atomic file of the run's dataset."""
+    folder = os.path.join(config["data_path"], config["dataset"]) if not str(config["data_path"]).rstrip("/").endswith(
+        config["dataset"]) else config["data_path"]
+    if not os.path.isdir(folder):
+        return []
+    return [(name, file_digest(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
+            if name.startswith(config["dataset"] + ".") and os.path.isfile(os.path.join(folder, name))]
+
+
+def artefact_digest(config, exclude=()):
+    """Digest naming a trained artefact of this run: its config identity, its data, and its CF checkpoint."""
+    checkpoint = config["cf_checkpoint"]
+    backbone = file_digest(checkpoint) if checkpoint and os.path.isfile(str(checkpoint)) else None
+    return digest(config_identity(config, exclude), dataset_identity(config), backbone)
