@@ -21,6 +21,7 @@ import torch
 from recbole.utils import init_logger, init_seed
 from tabulate import tabulate
 
+from recbole_llmplugin.backbones import prepare_backbone
 from recbole_llmplugin.models.allmrec import ALLMRec
 from recbole_llmplugin.quick_start import build_config, prepare_data
 from recbole_llmplugin.resources import peak_rss_mb
@@ -30,7 +31,7 @@ from recbole_llmplugin.trainer import Stage
 def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
     overrides = {"text_encoder_trainable": mode, "show_progress": False}
     config, _ = build_config("ALLMRec", dataset, config_files, overrides)
-    ALLMRec.prepare_run(config, config_files, overrides)
+    prepare_backbone(config, config_files, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train_data, _, _ = prepare_data(config)
@@ -74,7 +75,7 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
 
     config, _ = build_config("ALLMRec", dataset, config_files, {**overrides, "show_progress": False,
                                                                  "eval_user_sample": users})
-    ALLMRec.prepare_run(config, config_files, overrides)
+    prepare_backbone(config, config_files, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train_data, _, test_data = prepare_data(config)

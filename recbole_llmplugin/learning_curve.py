@@ -34,9 +34,11 @@ from recbole.utils import init_logger, init_seed
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from recbole_llmplugin.backbones import prepare_backbone
 from recbole_llmplugin.files import atomic_write
-from recbole_llmplugin.quick_start import build_config, prepare_data
-from recbole_llmplugin.trainer import StagedTrainer
+from recbole_llmplugin.quick_start import build_config, needs_backbone, prepare_data, restore
+from recbole_llmplugin.registry import get_model_class
+from recbole_llmplugin.trainer import StagedTrainer, load_checkpoint
 
 
 def metrics_from_ranks(ranks):
@@ -152,14 +154,9 @@ def draw(output, results):
 
 def backbone_reference(model_class, config, config_files, overrides):
     """The CF backbone's ranks on this run's test users and candidates (None for models without one)."""
-    prepare = getattr(model_class, "prepare_run", None)
-    if prepare is None:
+    if not needs_backbone(model_class):
         return None
-    prepare(config, config_files, overrides)  # trains or reuses it; sets config["cf_checkpoint"]
-    from recbole_llmplugin.quick_start import restore
-    from recbole_llmplugin.registry import get_model_class
-    from recbole_llmplugin.trainer import load_checkpoint
-
+    prepare_backbone(config, config_files, overrides)  # trains or reuses it; sets config["cf_checkpoint"]
     cf_model = config["cf_model"]
     cf_overrides = {k: v for k, v in overrides.items() if k not in ("model", "cf_checkpoint")}
     cf_config, _ = build_config(cf_model, config["dataset"], config_files, cf_overrides)

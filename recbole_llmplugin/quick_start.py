@@ -1,166 +1,43 @@
-"""Runner: RecBole's ``run_recbole`` flow, with plugin models, dataset checks and fixed candidates.
+"""Entry points: ``run_recbole_llm`` (one model, with the steps it needs before its run) and
+``load_data_and_model``, like RecBole's ``quick_start``.
 
-Uses RecBole's own Config, create_dataset, data_preparation, trainers, evaluator and logger; only
-model lookup (plugin registry), property files, the dataset check and the evaluation candidates are
-the plugin's.
+A model that declares ``needs_cf_backbone`` (A-LLMRec, MLP-LLM) with ``cf_checkpoint: auto`` gets its CF backbone
+trained or reused first (``backbones``); the run itself is ``runner.train_and_evaluate``.
 """
 
 import time
-from logging import getLogger
 
-from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import (
-    get_environment,
-    get_trainer,
-    init_logger,
-    init_seed,
-    set_color,
-)
+from recbole.utils import init_logger, init_seed
 
+from recbole_llmplugin.backbones import prepare_backbone
 from recbole_llmplugin.data_check import check_dataset
-from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.eval_candidates import (
-    CandidateSource,
-    apply_eval_candidates,
-    apply_eval_user_sample,
+from recbole_llmplugin.registry import get_model_class
+from recbole_llmplugin.runner import (  # noqa: F401  (re-exported: the public runner API)
+    build_config,
+    evaluate_saved,
+    get_trainer_class,
+    prepare_data,
+    property_files,
+    restore,
+    train_and_evaluate,
 )
-from recbole_llmplugin.paths import properties_dir
-from recbole_llmplugin.registry import get_model_class, is_plugin_model
-from recbole_llmplugin.resources import peak_rss_mb
 from recbole_llmplugin.trainer import load_checkpoint
 
 
-def property_files(model_name, dataset_name):
-    """Plugin property files for a run, lowest priority first: overall, dataset, model."""
-    root = properties_dir()
-    files = [root / "overall.yaml", root / "dataset" / f"{dataset_name}.yaml"]
-    if is_plugin_model(model_name):
-        files.append(root / "model" / f"{model_name}.yaml")
-    return [str(path) for path in files if path.is_file()]
-
-
-def build_config(model, dataset, config_file_list=None, config_dict=None):
-    """RecBole Config for a plugin or RecBole model; user files and dicts override plugin defaults."""
-    model_class = get_model_class(model) if isinstance(model, str) else model
-    files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
-    try:
-        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
-    except ValueError as error:  # RecBole's own property checks, e.g. CE loss with train negatives
-        raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
-    check_dataset(config)
-    return config, model_class
-
-
-def get_trainer_class(config, model_class):
-    """A plugin model's own trainer (``trainer_class``), else RecBole's choice for the model."""
-    trainer_class = getattr(model_class, "trainer_class", None)
-    if trainer_class is not None:
-        return trainer_class
-    return get_trainer(config["MODEL_TYPE"], config["model"])
-
-
-def prepare_data(config):
-    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied."""
-    logger = getLogger()
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
-    apply_eval_user_sample(config, dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    apply_eval_candidates(config, dataset, valid_data, test_data, source)
-    return dataset, train_data, valid_data, test_data
-
-
 def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, saved=True):
-    """Train and evaluate one model (plugin or RecBole) like ``recbole.quick_start.run_recbole``.
-
-    Returns a dict with RecBole's keys (best_valid_score, valid_score_bigger, best_valid_result,
-    test_result) plus ``model``, ``dataset``, ``saved_model_file`` and ``costs`` (wall times, peak RSS).
-    """
+    """Train and evaluate one model (plugin or RecBole) like ``recbole.quick_start.run_recbole``; a model
+    that needs a CF backbone gets it first. The result (see ``runner.train_and_evaluate``) lists the
+    backbone's own run under ``companions``."""
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
-    prepare = getattr(model_class, "prepare_run", None)  # e.g. ALLMRec trains its CF backbone first
-    companions = prepare(config, config_file_list, config_dict) if prepare else []
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
-    dataset_obj, train_data, valid_data, test_data = prepare_data(config)
-
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model_obj)
-    trainer = get_trainer_class(config, model_class)(config, model_obj)
-
-    fit_start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    fit_seconds = time.time() - fit_start
-    eval_start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    eval_seconds = time.time() - eval_start
-    n_eval_users = _num_eval_users(test_data)
-
-    environment_tb = get_environment(config)
-    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-
-    costs = {
-        "total_seconds": time.time() - start,
-        "fit_seconds": fit_seconds,
-        "test_eval_seconds": eval_seconds,
-        "test_users": n_eval_users,
-        "eval_seconds_per_user": eval_seconds / max(n_eval_users, 1),
-        "peak_rss_mb": peak_rss_mb(),
-        "trainable_parameters": _trained_parameter_count(model_obj),
-    }
-    costs.update(getattr(trainer, "stage_seconds", {}))
-    if hasattr(model_obj, "token_stats"):  # LLM models: mean prompt tokens per training example / evaluated user
-        costs.update({k: v for k, v in model_obj.token_stats().items() if v is not None})
-    logger.info(set_color("costs", "yellow") + f": {costs}")
-    return {
-        "model": config["model"],
-        "dataset": config["dataset"],
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
-        "costs": costs,
-        "companions": companions,
-    }
+    companions = prepare_backbone(config, config_file_list, config_dict) if needs_backbone(model_class) else []
+    result = train_and_evaluate(config, model_class, saved=saved, start=start)
+    result["companions"] = companions
+    return result
 
 
-def _trained_parameter_count(model):
-    if hasattr(model, "trainable_state_dict"):
-        return sum(t.numel() for t in model.trainable_state_dict().values())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, config_dict=None):
-    """Test result of a saved RecBole checkpoint under the CURRENT properties (users, candidates...),
-    not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
-    config, model_class = build_config(model, dataset, config_file_list, config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    _, train_data, _, test_data = prepare_data(config)
-    model_obj = model_class(config, train_data._dataset).to(config["device"])
-    restore(model_obj, load_checkpoint(checkpoint_file, map_location=config["device"]))
-    start = time.time()
-    result = get_trainer_class(config, model_class)(config, model_obj).evaluate(test_data, load_best_model=False)
-    seconds = time.time() - start
-    users = _num_eval_users(test_data)
-    return {"test_result": dict(result), "test_users": users, "eval_seconds_per_user": seconds / max(users, 1)}
-
-
-def _num_eval_users(loader):
-    uid_list = getattr(loader, "uid_list", None)
-    if uid_list is not None:
-        return len(uid_list)
-    return len(loader._dataset)
+def needs_backbone(model_class):
+    return bool(getattr(model_class, "needs_cf_backbone", False))
 
 
 def load_data_and_model(model_file):
@@ -180,14 +57,5 @@ def load_data_and_model(model_file):
     model = model_class(config, train_data._dataset).to(config["device"])
     restore(model, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data
-
-
-def restore(model, checkpoint):
-    """Load a plugin checkpoint (trained weights only) or a RecBole one (whole state dict) into ``model``."""
-    if checkpoint.get("weights") is not None:
-        model.load_trainable_state_dict(checkpoint["weights"])
-    else:
-        model.load_state_dict(checkpoint["state_dict"])
-    model.load_other_parameter(checkpoint.get("other_parameter"))
 
 

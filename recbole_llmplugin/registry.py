@@ -1,18 +1,24 @@
 """Model registry: plugin models by name, falling back to RecBole's own ``get_model``.
 
-RecBole's ``get_model`` only searches ``recbole.model``; registering a plugin model is one line::
+RecBole's ``get_model`` only searches ``recbole.model``. Plugin models are registered explicitly, one
+``register_model`` call each: the package's own in ``recbole_llmplugin/models/__init__.py``, yours anywhere
+before the run::
 
-    @register_model
-    class MyLLMRec(LLMRecommender): ...
+    register_model(MyLLMRec, properties="my_llm_rec.yaml")
+
+``properties`` is the model's default property file (lowest priority after ``overall.yaml`` and the
+dataset's file); the package's models use ``properties/model/<Name>.yaml``.
 """
 
 import importlib
 import inspect
 import pkgutil
+from pathlib import Path
 
-from recbole_llmplugin.errors import UnknownModelError
+from recbole_llmplugin.errors import ConfigValueError, UnknownModelError
 
 _PLUGIN_MODELS = {}
+_PROPERTY_FILES = {}
 _RECBOLE_SUBMODULES = (
     "general_recommender",
     "context_aware_recommender",
@@ -21,10 +27,20 @@ _RECBOLE_SUBMODULES = (
 )
 
 
-def register_model(cls):
-    """Class decorator: make ``cls`` available to the runner under ``cls.__name__``."""
+def register_model(cls, properties=None):
+    """Make ``cls`` available to the runner under ``cls.__name__``; ``properties``: its default property
+    file (None: ``properties/model/<Name>.yaml`` of this package, if there is one). Returns ``cls``."""
+    if properties is not None and not Path(properties).is_file():
+        raise ConfigValueError(f"register_model({cls.__name__}): properties file '{properties}' does not exist")
     _PLUGIN_MODELS[cls.__name__] = cls
+    _PROPERTY_FILES[cls.__name__] = str(properties) if properties is not None else None
     return cls
+
+
+def model_property_file(name):
+    """The registered default property file of plugin model ``name`` (None: the package's own, if any)."""
+    _load_plugin_models()
+    return _PROPERTY_FILES.get(name)
 
 
 def plugin_model_names():
@@ -39,6 +55,7 @@ def is_plugin_model(name_or_class):
 
 
 def _load_plugin_models():
+    """The package's own models register when ``recbole_llmplugin.models`` is first imported."""
     importlib.import_module("recbole_llmplugin.models")
 
 

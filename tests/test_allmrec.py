@@ -449,3 +449,26 @@ def test_answer_item_token_errors(workdir, allmrec_config, model_name, overrides
     _, train_data, _, _ = prepare_data(config)
     with pytest.raises(ConfigValueError, match=message):
         model_class(config, train_data._dataset)
+
+
+def _stage_files(allmrec_config, **overrides):
+    model, _, _ = build(allmrec_config, **overrides)
+    return [os.path.basename(stage.checkpoint) for stage in model.training_stages()]
+
+
+def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_llm, tmp_path):
+    """Stage checkpoints are named by the whole resolved config minus run-local keys (identity.py): any
+    property that changes what is trained gives fresh stages, run-local ones reuse them."""
+    import shutil
+
+    base = _stage_files(allmrec_config)
+    other_llm = shutil.copytree(tiny_llm, tmp_path / "same-llm-elsewhere")
+    for key, value in [("item_text_max_tokens", 3), ("prompt_template", "{user_token}{history} -> {candidates}: "),
+                       ("llm_path", str(other_llm)), ("learner", "sgd"), ("eval_candidates_seed", 7),
+                       ("stage2_learning_rate", 0.5)]:
+        changed = _stage_files(allmrec_config, **{key: value})
+        assert changed[1] != base[1], key  # stage 2 is never reused across such a change
+    assert _stage_files(allmrec_config, stage1_learning_rate=0.5)[0] != base[0]
+    assert _stage_files(allmrec_config, show_progress=True) == base
+    assert _stage_files(allmrec_config, checkpoint_dir=str(tmp_path / "elsewhere")) == base
+    assert _stage_files(allmrec_config, llm_eval_user_batch=5, eval_batch_size=100) == base

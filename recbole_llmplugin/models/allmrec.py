@@ -25,29 +25,26 @@ official code"):
   MLPs. Answers end with EOS and Adam uses betas (0.9, 0.98), as in the reference code.
 - The LLM (SmolLM2-135M by default) and text encoder (all-MiniLM-L6-v2, frozen and cached unless
   ``text_encoder_trainable``) are smaller than OPT-6.7B and the fine-tuned SBERT.
-- ``stage2_objective: rank`` / ``both`` (softmax cross-entropy over the candidates' scores) are this plugin's
-  options beside the paper's title generation; ``eval_mode: score`` ranks by answer likelihood, ``generate``
-  is the paper's protocol (exact match, where the reference code accepts a substring).
+- ``stage2_objective: rank`` / ``both`` (softmax cross-entropy over the candidates' scores) and ``index``
+  (LlamaRec's label verbalizer, with ``eval_mode: index``) are this plugin's options beside the paper's title
+  generation; ``eval_mode: score`` ranks by answer likelihood, ``generate`` is the paper's protocol (exact
+  match, where the reference code accepts a substring).
+- ``prompt_answer`` may hold ``{item_token}``: the candidate's F_I token inside its own scored answer (rank
+  objective, score mode), a plugin option that the paper does not have.
 - Candidates are RecBole's ``uniN`` (``eval_candidates: fixed``: drawn once, shared by every model).
 """
 
-import json
 import os
-import shutil
 from logging import getLogger
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from recbole.data.interaction import Interaction
 from torch import nn
 
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.models.base import LLMRecommender, prompt_order
-from recbole_llmplugin.registry import register_model
 from recbole_llmplugin.text_encoder import (
     encode,
     frozen_embeddings,
@@ -85,9 +82,9 @@ def projection(architecture, in_size, hidden, out_size, activation):
     return layers
 
 
-@register_model
 class ALLMRec(LLMRecommender):
     trainer_class = StagedTrainer
+    needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (backbones.py)
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage1_modules = ("item_encoder", "item_decoder", "text_encoder_ae", "text_decoder")
     stage2_modules = ("user_projection", "item_projection")
@@ -166,23 +163,9 @@ class ALLMRec(LLMRecommender):
         if stage != "eval":
             self.stage = stage
 
-    def _stage_keys(self, stage):
-        keys = ["cf_checkpoint", "text_encoder", "text_encoder_trainable", "stage1_embedding_size", "stage1_hidden_size",
-                "stage1_alpha", "stage1_beta", "stage1_epochs", "stage1_learning_rate", "stage1_batch_size",
-                "stage1_all_positions", "seed", "item_text_template", "allmrec_architecture", "adam_betas"]
-        if stage == "stage2":
-            keys += ["llm_path", "llm_dtype", "projection_hidden_size", "joint_embedding", "stage2_epochs",
-                     "stage2_learning_rate", "stage2_batch_size", "stage2_candidates", "prompt_template",
-                     "prompt_history_item", "prompt_candidate_item", "prompt_answer", "prompt_history_len",
-                     "eval_user_sample", "valid_metric", "stage2_validate", "stage2_user_sample", "stage2_objective",
-                     "prompt_answer_eos", "eval_mode", "prompt_index_item", "prompt_index_labels"]
-        return keys
-
     def training_stages(self):
         c = self.config
-        cf_stat = os.stat(c["cf_checkpoint"])  # a retrained backbone invalidates both stages
-        path = {name: stage_checkpoint(c, name, self._stage_keys(name), cf_stat.st_size, cf_stat.st_mtime_ns)
-                for name in ("stage1", "stage2")}
+        path = {name: stage_checkpoint(c, name) for name in ("stage1", "stage2")}  # a new backbone: new stages
         stage2 = Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"], path["stage2"],
                        validate=c["stage2_validate"], seed_offset=2)
         if not self.stage1_modules:
@@ -332,63 +315,6 @@ class ALLMRec(LLMRecommender):
         scores = torch.full_like(cf_scores, -torch.inf)
         scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
         return scores
-
-    # --- backbone preparation (cf_checkpoint: auto) ------------------------------------------------
-    @classmethod
-    def prepare_run(cls, config, config_file_list, config_dict):
-        """Train (or reuse) the CF backbone when ``cf_checkpoint: auto``; returns its run result."""
-        if config["cf_checkpoint"] != "auto":
-            return []
-        from recbole_llmplugin.quick_start import (
-            build_config,
-            evaluate_saved,
-            run_recbole_llm,
-        )
-
-        cf_model = config["cf_model"]
-        overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
-        backbone_config, _ = build_config(cf_model, config["dataset"], config_file_list, overrides)
-        key = digest(cf_model, backbone_identity(backbone_config))
-        folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
-        path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
-        summary = path[:-4] + ".json"
-        logger = getLogger()
-        if os.path.isfile(path) and os.path.isfile(summary):
-            logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates")
-            with open(summary, encoding="utf-8") as handle:
-                result = json.load(handle)  # its training costs; the metrics are re-measured below
-            fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
-            result["test_result"] = fresh["test_result"]
-            result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
-        else:
-            logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
-            result = run_recbole_llm(cf_model, config["dataset"], config_file_list, overrides, saved=True)
-            os.makedirs(folder, exist_ok=True)
-            atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
-            result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
-            result = json.loads(json.dumps(result, default=float))
-            result["saved_model_file"] = path
-            atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
-        config["cf_checkpoint"] = path
-        result["model"] = f"{cf_model} (backbone)"
-        return [result]
-
-
-_VOLATILE_KEYS = {"device", "gpu_id", "use_gpu", "local_rank", "state", "show_progress", "checkpoint_dir",
-                  "log_wandb", "wandb_project", "worker", "nproc", "world_size", "offset", "ip", "port", "single_spec"}
-
-
-def backbone_identity(backbone_config):
-    """The backbone run's properties that can change its training: its whole final config minus
-    this plugin's own keys (A-LLMRec's stages, prompts, LLM...) and run-local settings."""
-    from recbole_llmplugin.paths import properties_dir
-
-    plugin_keys = set()
-    for name in ("overall.yaml", "model/ALLMRec.yaml"):
-        with open(properties_dir() / name, encoding="utf-8") as handle:
-            plugin_keys |= set(yaml.safe_load(handle) or {})
-    plugin_keys -= {"train_neg_sample_args"}
-    return {k: v for k, v in backbone_config.final_config_dict.items() if k not in plugin_keys | _VOLATILE_KEYS}
 
 
 def _normalise(text):

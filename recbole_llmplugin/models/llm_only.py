@@ -7,10 +7,8 @@ log-likelihood of each candidate's title as the answer. Nothing is trained.
 
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.base import LLMRecommender
-from recbole_llmplugin.registry import register_model
 
 
-@register_model
 class LLMOnly(LLMRecommender):
     trains_llm_stage = False
     def calculate_loss(self, interaction):

@@ -6,10 +6,8 @@ like A-LLMRec's stage 2 (next-item title generation, same examples and candidate
 """
 
 from recbole_llmplugin.models.allmrec import ALLMRec
-from recbole_llmplugin.registry import register_model
 
 
-@register_model
 class MLPLLM(ALLMRec):
     stage1_modules = ()
 

@@ -1,0 +1,68 @@
+"""The CF backbone step of a run: train, reuse and re-evaluate the RecBole model whose embeddings a plugin
+model reads (``cf_checkpoint: auto``), before that model's own run.
+
+Models declare the need with ``needs_cf_backbone = True`` and name it with ``cf_model``; they never import
+this module or the runner. A finished backbone is kept under ``<checkpoint_dir>/cf_backbones/`` with the
+summary of its run, keyed by ``backbone_identity`` (its whole resolved config minus plugin and run-local keys),
+and re-evaluated on each run's users and candidates when reused.
+"""
+
+import json
+import os
+import shutil
+from logging import getLogger
+from pathlib import Path
+
+import yaml
+
+from recbole_llmplugin.files import atomic_write, digest
+from recbole_llmplugin.identity import config_identity, dataset_identity
+from recbole_llmplugin.paths import properties_dir
+from recbole_llmplugin.runner import build_config, evaluate_saved, train_and_evaluate
+
+
+
+def prepare_backbone(config, config_file_list, config_dict):
+    """Train (or reuse) the CF backbone when ``cf_checkpoint: auto`` and point ``config["cf_checkpoint"]`` at
+    it; returns ``[its run result]`` (``[]`` for a given checkpoint)."""
+    if config["cf_checkpoint"] != "auto":
+        return []
+    cf_model = config["cf_model"]
+    overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
+    backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
+    key = digest(cf_model, backbone_identity(backbone_config))
+    folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
+    path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
+    summary = path[:-4] + ".json"
+    logger = getLogger()
+    if os.path.isfile(path) and os.path.isfile(summary):
+        logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates")
+        with open(summary, encoding="utf-8") as handle:
+            result = json.load(handle)  # its training costs; the metrics are re-measured below
+        fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
+        result["test_result"] = fresh["test_result"]
+        result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
+    else:
+        logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
+        result = train_and_evaluate(backbone_config, backbone_class, saved=True)
+        os.makedirs(folder, exist_ok=True)
+        atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
+        result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
+        result = json.loads(json.dumps(result, default=float))
+        result["saved_model_file"] = path
+        atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
+    config["cf_checkpoint"] = path
+    result["model"] = f"{cf_model} (backbone)"
+    return [result]
+
+
+def backbone_identity(backbone_config):
+    """The backbone run's identity (``identity.config_identity``: its whole resolved config minus run-local
+    keys) without this plugin's own keys (stages, prompts, LLM...), which a RecBole model never reads, plus
+    the content of its dataset files."""
+    plugin_keys = set()
+    for name in ("overall.yaml", "model/ALLMRec.yaml"):
+        with open(properties_dir() / name, encoding="utf-8") as handle:
+            plugin_keys |= set(yaml.safe_load(handle) or {})
+    plugin_keys -= {"train_neg_sample_args"}
+    return [config_identity(backbone_config, exclude=plugin_keys), dataset_identity(backbone_config)]
