@@ -1,6 +1,6 @@
 """Run a plugin model or any RecBole model with RecBole's flags.
 
-    python run_recbole_llm.py --model=LLMOnly --dataset=ml-100k --config_files="a.yaml b.yaml" --key=value
+python run_recbole_llm.py --model=LLMOnly --dataset=ml-100k --config_files="a.yaml b.yaml" --key=value
 """
 
 import sys

@@ -84,9 +84,14 @@ def convert_beauty(source, output):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recbole_llmplugin.amazon", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default=os.path.join("..", "shared", "data"), help="folder holding amazon-games/ and amazon-beauty/")
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_llmplugin.amazon",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--source", default=os.path.join("..", "shared", "data"), help="folder holding amazon-games/ and amazon-beauty/"
+    )
     parser.add_argument("--output", default="dataset", help="folder that receives the RecBole dataset folders")
     args = parser.parse_args(argv)
     for convert in (convert_games, convert_beauty):

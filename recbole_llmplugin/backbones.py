@@ -21,7 +21,6 @@ from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.runner import build_config, evaluate_saved, train_and_evaluate
 
 
-
 def prepare_backbone(config, config_file_list, config_dict):
     """Train (or reuse) the CF backbone when ``cf_checkpoint: auto`` and point ``config["cf_checkpoint"]`` at
     it; returns ``[its run result]`` (``[]`` for a given checkpoint)."""
@@ -36,7 +35,9 @@ def prepare_backbone(config, config_file_list, config_dict):
     summary = path[:-4] + ".json"
     logger = getLogger()
     if os.path.isfile(path) and os.path.isfile(summary):
-        logger.info(f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates")
+        logger.info(
+            f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates"
+        )
         with open(summary, encoding="utf-8") as handle:
             result = json.load(handle)  # its training costs; the metrics are re-measured below
         fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)

@@ -47,7 +47,7 @@ def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
     for _ in range(epochs):
         for batch in loader:
             optimizer.zero_grad()
-            sum(model.calculate_loss(batch)).backward()
+            sum(model.stage1_loss(batch)).backward()
             optimizer.step()
     return setup, (time.time() - start) / epochs, len(loader.dataset)
 
@@ -73,8 +73,9 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
     from recbole_llmplugin.learning_curve import rank_loader
     from recbole_llmplugin.trainer import StagedTrainer
 
-    config, _ = build_config("ALLMRec", dataset, config_files, {**overrides, "show_progress": False,
-                                                                 "eval_user_sample": users})
+    config, _ = build_config(
+        "ALLMRec", dataset, config_files, {**overrides, "show_progress": False, "eval_user_sample": users}
+    )
     prepare_backbone(config, config_files, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -120,8 +121,11 @@ def main(argv=None):
     parser.add_argument("--config_files", default=None)
     parser.add_argument("--steps", type=int, default=5, help="stage2: timed training steps per objective")
     parser.add_argument("--users", type=int, default=40, help="stage2: evaluated users per quantisation")
-    parser.add_argument("--templates", default="{movie_title} ({release_year})|{movie_title}",
-                        help="stage2: item_text_template values to compare, separated by |")
+    parser.add_argument(
+        "--templates",
+        default="{movie_title} ({release_year})|{movie_title}",
+        help="stage2: item_text_template values to compare, separated by |",
+    )
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
     if args.benchmark == "stage2":
@@ -132,22 +136,53 @@ def main(argv=None):
             flops = 2 * row["non-embedding parameters"]
             bound_train = 2 * flops * row["prompt tokens / example"] / (rate * 1e9)
             bound_eval = flops * row["prompt tokens / user"] / (rate * 1e9)
-            table.append([template, f"{row['prompt tokens / example']:.0f}", f"{row['s / example (generate)']:.2f}",
-                          f"{row['s / example (rank)']:.2f}", f"{bound_train:.2f}", f"{row['prompt tokens / user']:.0f}",
-                          f"{row['eval s / user (none)']:.2f}", f"{row['eval s / user (int8)']:.2f}", f"{bound_eval:.2f}",
-                          f"{row['eval hit@1 (none)']:.3f} / {row['eval hit@1 (int8)']:.3f} (n={row['eval users']})"])
-        print(f"\nA-LLMRec stage 2 and score-mode evaluation on {args.dataset} (matmul rate {rate:.0f} GFLOP/s, "
-              f"peak RSS {peak_rss_mb():.0f} MiB; bounds count prompt tokens only)\n")
-        print(tabulate(table, headers=["item text", "prompt tok / ex", "train s/ex generate", "train s/ex rank",
-                                       "bound s/ex", "prompt tok / user", "eval s/user fp32", "eval s/user int8",
-                                       "bound s/user", "hit@1 fp32 / int8"], tablefmt="github"))
+            table.append(
+                [
+                    template,
+                    f"{row['prompt tokens / example']:.0f}",
+                    f"{row['s / example (generate)']:.2f}",
+                    f"{row['s / example (rank)']:.2f}",
+                    f"{bound_train:.2f}",
+                    f"{row['prompt tokens / user']:.0f}",
+                    f"{row['eval s / user (none)']:.2f}",
+                    f"{row['eval s / user (int8)']:.2f}",
+                    f"{bound_eval:.2f}",
+                    f"{row['eval hit@1 (none)']:.3f} / {row['eval hit@1 (int8)']:.3f} (n={row['eval users']})",
+                ]
+            )
+        print(
+            f"\nA-LLMRec stage 2 and score-mode evaluation on {args.dataset} (matmul rate {rate:.0f} GFLOP/s, "
+            f"peak RSS {peak_rss_mb():.0f} MiB; bounds count prompt tokens only)\n"
+        )
+        print(
+            tabulate(
+                table,
+                headers=[
+                    "item text",
+                    "prompt tok / ex",
+                    "train s/ex generate",
+                    "train s/ex rank",
+                    "bound s/ex",
+                    "prompt tok / user",
+                    "eval s/user fp32",
+                    "eval s/user int8",
+                    "bound s/user",
+                    "hit@1 fp32 / int8",
+                ],
+                tablefmt="github",
+            )
+        )
         return
     rows = []
     for mode in ("none", "last_layer", "all"):
         setup, seconds, examples = stage1_epoch_seconds(args.dataset, files, mode)
         rows.append([mode, f"{setup:.1f}", f"{seconds:.1f}", examples])
-    print(f"\nA-LLMRec stage 1 on {args.dataset}: seconds per epoch by text_encoder_trainable (peak RSS {peak_rss_mb():.0f} MiB)\n")
-    print(tabulate(rows, headers=["text_encoder_trainable", "model setup s", "s / epoch", "examples"], tablefmt="github"))
+    print(
+        f"\nA-LLMRec stage 1 on {args.dataset}: seconds per epoch by text_encoder_trainable (peak RSS {peak_rss_mb():.0f} MiB)\n"
+    )
+    print(
+        tabulate(rows, headers=["text_encoder_trainable", "model setup s", "s / epoch", "examples"], tablefmt="github")
+    )
 
 
 if __name__ == "__main__":

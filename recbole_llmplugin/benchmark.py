@@ -27,7 +27,14 @@ from tqdm import tqdm
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.files import atomic_write
 
-COSTS = ["fit_seconds", "eval_seconds_per_user", "peak_rss_mb", "trainable_parameters", "stage1_seconds", "stage2_seconds"]
+COSTS = [
+    "fit_seconds",
+    "eval_seconds_per_user",
+    "peak_rss_mb",
+    "trainable_parameters",
+    "stage1_seconds",
+    "stage2_seconds",
+]
 CHART_METRICS = ["hit@1", "ndcg@10"]
 
 
@@ -48,7 +55,11 @@ def run_file(output, dataset, model, seed):
 
 
 def _jsonable(result):
-    keep = {k: result[k] for k in ("model", "dataset", "test_result", "best_valid_result", "costs") if result.get(k) is not None}
+    keep = {
+        k: result[k]
+        for k in ("model", "dataset", "test_result", "best_valid_result", "costs")
+        if result.get(k) is not None
+    }
     return json.loads(json.dumps(keep, default=float))
 
 
@@ -58,7 +69,9 @@ def run_benchmark(path, runner=None):
         from recbole_llmplugin.quick_start import run_recbole_llm as runner
     spec = load_spec(path)
     output = spec["benchmark_output"]
-    jobs = [(d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]]
+    jobs = [
+        (d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]
+    ]
     records = []
     for dataset, seed, model in tqdm(jobs, desc="benchmark", ncols=100):
         target = run_file(output, dataset, model, seed)
@@ -134,7 +147,11 @@ def markdown_table(rows):
         cells += [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "" for m in metrics]
         cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
         table.append(cells)
-    headers = ["dataset", "model"] + metrics + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s"]
+    headers = (
+        ["dataset", "model"]
+        + metrics
+        + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s"]
+    )
     return tabulate(table, headers=headers, tablefmt="github")
 
 

@@ -83,7 +83,9 @@ class CandidateScorer:
     def _embed(self, ids):
         return self.llm.get_input_embeddings()(ids)
 
-    def score(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, answer_soft=None, soft_token_id=None):
+    def score(
+        self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, answer_soft=None, soft_token_id=None
+    ):
         """Length-normalised log-likelihood of each answer.
 
         prompt_embeds: [U, Lp, H] left-padded prompt embeddings; prompt_mask: [U, Lp] (1 = token).
@@ -95,13 +97,15 @@ class CandidateScorer:
         Returns [R] float scores.
         """
         implementation = attention_implementation(self.llm)
+        rows = (prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner)
         if self.method == "packed" and implementation in ("sdpa", "eager") and self.keep_name:
-            return self._score_packed(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation,
-                                      answer_soft, soft_token_id)
+            return self._score_packed(*rows, implementation, answer_soft, soft_token_id)
         if answer_soft is not None:
-            raise ValueError("a soft token in the answer (prompt_answer with {item_token}) needs llm_score_method "
-                             "packed with eager or sdpa attention")
-        return self._score_cached(prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner)
+            raise ValueError(
+                "a soft token in the answer (prompt_answer with {item_token}) needs llm_score_method "
+                "packed with eager or sdpa attention"
+            )
+        return self._score_cached(*rows)
 
     def label_logits(self, prompt_embeds, prompt_mask, label_ids):
         """[U, C] next-token logits of the candidate labels after each (left-padded) prompt: one pass over the
@@ -109,11 +113,22 @@ class CandidateScorer:
         prompt_mask = prompt_mask.to(prompt_embeds.device)
         positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)  # [U, Lp]
         kwargs = {self.keep_name: 1} if self.keep_name else {}
-        logits = self.llm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions, **kwargs).logits
+        logits = self.llm(
+            inputs_embeds=prompt_embeds, attention_mask=prompt_mask, position_ids=positions, **kwargs
+        ).logits
         return logits[:, -1].float()[:, label_ids.to(prompt_embeds.device)]  # [U, C]
 
-    def _score_packed(self, prompt_embeds, prompt_mask, answer_ids, answer_lengths, owner, implementation,
-                      answer_soft=None, soft_token_id=None):
+    def _score_packed(
+        self,
+        prompt_embeds,
+        prompt_mask,
+        answer_ids,
+        answer_lengths,
+        owner,
+        implementation,
+        answer_soft=None,
+        soft_token_id=None,
+    ):
         """One pass per batch of users over [prompt, answers of its candidates back to back]."""
         device = prompt_embeds.device
         prompt_mask = prompt_mask.to(device)
@@ -139,7 +154,8 @@ class CandidateScorer:
         soft = token_ids == soft_token_id if answer_soft is not None else torch.zeros_like(token_ids, dtype=torch.bool)
         if answer_soft is not None:  # [T] positions of the rows' soft tokens, filled with their embeddings
             answer_embeds = answer_embeds.index_put(
-                (token_user[soft], column[soft]), answer_soft[order][token_row[soft]].to(answer_embeds.dtype))
+                (token_user[soft], column[soft]), answer_soft[order][token_row[soft]].to(answer_embeds.dtype)
+            )
         embeds = torch.cat([prompt_embeds, answer_embeds], 1)  # [U, Lp + W, H]
         prompt_len = prompt_mask.long().sum(-1)  # [U]
         answer_positions = torch.zeros((users, width), dtype=torch.long, device=device)
@@ -148,12 +164,16 @@ class CandidateScorer:
         segments = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.long), segment], 1)
         valid = torch.cat([prompt_mask.bool(), segment > 0], 1)
         mask = packed_attention_mask(segments, valid, implementation, prompt_embeds.dtype)
-        logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                          **{self.keep_name: width + 1}).logits  # [U, 1 + W, V]: prompt's last, then answers
+        logits = self.llm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **{self.keep_name: width + 1}
+        ).logits  # [U, 1 + W, V]: prompt's last, then answers
         log_norm = torch.logsumexp(logits.float(), dim=-1)  # [U, 1 + W]
         # token j of an answer is predicted at the prompt's last position (j = 0) or at its token j - 1
         predictor = torch.where(step == 0, torch.zeros_like(column), column)  # [T] index into 1 + W
-        token_logp = logits[token_user, predictor].float().gather(1, token_ids[:, None]).squeeze(1) - log_norm[token_user, predictor]
+        token_logp = (
+            logits[token_user, predictor].float().gather(1, token_ids[:, None]).squeeze(1)
+            - log_norm[token_user, predictor]
+        )
         token_logp = token_logp * ~soft  # a soft token is read, never scored
         total = torch.zeros(rows, device=device).index_add_(0, token_row, token_logp)  # [R] in grouped order
         scores = torch.empty_like(total)

@@ -34,7 +34,9 @@ class CFBackbone(nn.Module):
         model_class = get_model_class(cf_config["model"])
         item_table = next((v for k, v in checkpoint["state_dict"].items() if k == "item_embedding.weight"), None)
         if item_table is None:
-            raise ConfigValueError(f"cf_checkpoint '{checkpoint_path}': {cf_config['model']} has no item_embedding table")
+            raise ConfigValueError(
+                f"cf_checkpoint '{checkpoint_path}': {cf_config['model']} has no item_embedding table"
+            )
         if item_table.shape[0] not in (dataset.item_num, dataset.item_num + 1):
             raise ConfigValueError(
                 f"cf_checkpoint '{checkpoint_path}' was trained on {cf_config['dataset']} with {item_table.shape[0]} items, "
@@ -78,7 +80,9 @@ class CFBackbone(nn.Module):
             if output.dim() == 3:  # [B, L, d]: take the last position of each history
                 output = model.gather_indexes(output, item_seq_len - 1)
             return output
-        raise ConfigValueError(f"cf_model {self.name}: unsupported forward{tuple(self._params)}; add an adapter in cf_backbone.py")
+        raise ConfigValueError(
+            f"cf_model {self.name}: unsupported forward{tuple(self._params)}; add an adapter in cf_backbone.py"
+        )
 
     def full_sort_scores(self, item_seq, item_seq_len, user_ids=None):
         """[B, n_items] the backbone's own scores for every item."""

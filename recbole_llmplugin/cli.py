@@ -10,7 +10,11 @@ def main(argv=None):
         description="Train and evaluate a plugin or RecBole model; any other --key=value is a RecBole property.",
     )
     parser.add_argument(
-        "--model", "-m", type=str, default="LLMOnly", help="plugin or RecBole model name; a comma-separated list compares models"
+        "--model",
+        "-m",
+        type=str,
+        default="LLMOnly",
+        help="plugin or RecBole model name; a comma-separated list compares models",
     )
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML property files")

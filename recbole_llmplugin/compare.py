@@ -53,7 +53,9 @@ def _table(results):
     rows = []
     for result in results:
         if "error" in result:
-            rows.append([result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS)))
+            rows.append(
+                [result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS))
+            )
             continue
         row = [result["model"]] + [f"{float(result['test_result'][m]):.4f}" for m in metrics]
         costs = result["costs"]
@@ -62,7 +64,9 @@ def _table(results):
             f"{costs['eval_seconds_per_user']:.3f}",
             f"{costs['peak_rss_mb']:.0f}",
             f"{costs['trainable_parameters']:,}",
-            " / ".join(f"{k[:-8]} {v:.0f}" for k, v in costs.items() if k.endswith("_seconds") and k.startswith("stage")),
+            " / ".join(
+                f"{k[:-8]} {v:.0f}" for k, v in costs.items() if k.endswith("_seconds") and k.startswith("stage")
+            ),
         ]
         rows.append(row)
     headers = ["model"] + metrics + [label for _, label in COST_COLUMNS] + ["train s per stage"]

@@ -58,7 +58,7 @@ def _user_histories(dataset):
     order = np.lexsort((iid, uid))
     uid, iid = uid[order], iid[order]
     bounds = np.searchsorted(uid, np.arange(dataset.user_num + 1))
-    return [iid[bounds[u]:bounds[u + 1]] for u in range(dataset.user_num)]
+    return [iid[bounds[u] : bounds[u + 1]] for u in range(dataset.user_num)]
 
 
 def draw_candidates(dataset, n_neg, seed, histories):
@@ -141,7 +141,11 @@ def load_or_draw(config, dataset, n_neg, source):
 
     tables = draw_candidates(dataset, n_neg, seed, source.histories)
     users = np.nonzero(tables["test"][:, 0] >= 0)[0]
-    arrays = {"n_neg": np.array(n_neg), "seed": np.array(seed), "user_tokens": dataset.id2token(uid_field, users).astype(str)}
+    arrays = {
+        "n_neg": np.array(n_neg),
+        "seed": np.array(seed),
+        "user_tokens": dataset.id2token(uid_field, users).astype(str),
+    }
     for phase in PHASES:
         arrays[f"{phase}_item_tokens"] = dataset.id2token(iid_field, tables[phase][users]).astype(str)
     _save_arrays(path, arrays)
@@ -165,7 +169,9 @@ class FixedCandidateSampler:
             raise ConfigValueError(f"fixed candidates hold {self.table.shape[1]} negatives per user, asked for {num}")
         negatives = self.table[user_ids]  # [n, num]
         if (negatives < 0).any():
-            raise ConfigValueError("a user without fixed candidates reached evaluation; delete the eval_candidates file")
+            raise ConfigValueError(
+                "a user without fixed candidates reached evaluation; delete the eval_candidates file"
+            )
         # RecBole's layout: value[k * n + j] is the k-th negative for user_ids[j]
         return torch.from_numpy(np.ascontiguousarray(negatives.T).reshape(-1))
 
@@ -181,7 +187,11 @@ def apply_eval_candidates(config, dataset, valid_data, test_data, source):
     if mode != "fixed":
         raise ConfigValueError(f"eval_candidates: '{mode}' is not one of recbole, fixed")
     loaders = {"valid": valid_data, "test": test_data}
-    sampled = {p: l for p, l in loaders.items() if isinstance(l, NegSampleEvalDataLoader) and l.neg_sample_args["distribution"] != "none"}
+    sampled = {
+        p: l
+        for p, l in loaders.items()
+        if isinstance(l, NegSampleEvalDataLoader) and l.neg_sample_args["distribution"] != "none"
+    }
     if not sampled:
         getLogger().warning("eval_candidates: fixed has no effect: evaluation is full-sort (eval_args.mode: full)")
         return
@@ -212,7 +222,8 @@ def apply_eval_user_sample(config, dataset):
         valid = valid.copy(valid.inter_feat[torch.isin(valid.inter_feat[uid], keep)])
         test = test.copy(test.inter_feat[torch.isin(test.inter_feat[uid], keep)])
         getLogger().info(
-            set_color("eval user sample", "green") + f": evaluating on {len(chosen)} of {len(users)} users (seed {seed})"
+            set_color("eval user sample", "green")
+            + f": evaluating on {len(chosen)} of {len(users)} users (seed {seed})"
         )
         return [train, valid, test]
 

@@ -14,17 +14,47 @@ import os
 
 from recbole_llmplugin.files import digest
 
-RUN_LOCAL_KEYS = frozenset({
-    # where and how the run executes
-    "device", "gpu_id", "use_gpu", "local_rank", "nproc", "world_size", "offset", "ip", "port", "single_spec", "worker",
-    # where files go, what is shown
-    "checkpoint_dir", "data_path", "dataset_save_path", "dataloaders_save_path", "save_dataset", "save_dataloaders",
-    "state", "show_progress", "log_wandb", "wandb_project", "metric_decimal_place", "loss_decimal_place",
-    # evaluation batching (same scores in any batch layout; tested)
-    "eval_batch_size", "llm_eval_user_batch", "llm_score_row_chunk",
-    # resolved separately: replaced by the content of the file it names
-    "cf_checkpoint",
-})
+RUN_LOCAL_KEYS = frozenset(
+    {
+        # where and how the run executes
+        "device",
+        "gpu_id",
+        "use_gpu",
+        "local_rank",
+        "nproc",
+        "world_size",
+        "offset",
+        "ip",
+        "port",
+        "single_spec",
+        "worker",
+        # where files go, what is shown
+        "checkpoint_dir",
+        "data_path",
+        "dataset_save_path",
+        "dataloaders_save_path",
+        "save_dataset",
+        "save_dataloaders",
+        "state",
+        "show_progress",
+        "log_wandb",
+        "wandb_project",
+        "metric_decimal_place",
+        "loss_decimal_place",
+        # evaluation batching (same scores in any batch layout; tested)
+        "eval_batch_size",
+        "llm_eval_user_batch",
+        "llm_score_row_chunk",
+        # resolved separately: replaced by the content of the file it names
+        "cf_checkpoint",
+        # a benchmark file's own keys (its per-model overrides reach each run's config directly)
+        "benchmark_models",
+        "benchmark_datasets",
+        "benchmark_seeds",
+        "benchmark_output",
+        "benchmark_model_properties",
+    }
+)
 
 
 def config_identity(config, exclude=()):
@@ -44,12 +74,18 @@ def file_digest(path):
 
 def dataset_identity(config):
     """(name, content digest) of each atomic file of the run's dataset."""
-    folder = os.path.join(config["data_path"], config["dataset"]) if not str(config["data_path"]).rstrip("/").endswith(
-        config["dataset"]) else config["data_path"]
+    folder = (
+        os.path.join(config["data_path"], config["dataset"])
+        if not str(config["data_path"]).rstrip("/").endswith(config["dataset"])
+        else config["data_path"]
+    )
     if not os.path.isdir(folder):
         return []
-    return [(name, file_digest(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
-            if name.startswith(config["dataset"] + ".") and os.path.isfile(os.path.join(folder, name))]
+    return [
+        (name, file_digest(os.path.join(folder, name)))
+        for name in sorted(os.listdir(folder))
+        if name.startswith(config["dataset"] + ".") and os.path.isfile(os.path.join(folder, name))
+    ]
 
 
 def artefact_digest(config, exclude=()):

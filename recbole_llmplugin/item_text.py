@@ -59,7 +59,9 @@ class ItemTextStore:
         for row in rows:
             values = {f: (html.unescape(row[f]) if unescape else row[f]).strip() for f in fields}
             if any(values.values()):
-                by_token[row[iid_field]] = " ".join(template.format_map(values).split()) if unescape else template.format_map(values)
+                by_token[row[iid_field]] = (
+                    " ".join(template.format_map(values).split()) if unescape else template.format_map(values)
+                )
 
         token_ids = dataset.field2id_token[iid_field]
         self.texts = [""]

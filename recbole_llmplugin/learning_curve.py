@@ -48,8 +48,13 @@ def metrics_from_ranks(ranks):
     ndcg10 = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
     n = len(ranks)
     se = lambda x: float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
-    return {"users": n, "hit@1": float(hit1.mean()), "hit@1_se": se(hit1), "ndcg@10": float(ndcg10.mean()),
-            "ndcg@10_se": se(ndcg10)}
+    return {
+        "users": n,
+        "hit@1": float(hit1.mean()),
+        "hit@1_se": se(hit1),
+        "ndcg@10": float(ndcg10.mean()),
+        "ndcg@10_se": se(ndcg10),
+    }
 
 
 def positive_ranks(scores, block_items, positives):
@@ -66,7 +71,9 @@ def rank_loader(model, loader):
         scores = model.predict(interaction)  # [R]
         users = interaction[model.USER_ID]
         n = len(users) // len(positive_u)
-        ranks.append(positive_ranks(scores.view(-1, n), interaction[model.ITEM_ID].view(-1, n), positive_i.to(scores.device)))
+        ranks.append(
+            positive_ranks(scores.view(-1, n), interaction[model.ITEM_ID].view(-1, n), positive_i.to(scores.device))
+        )
     return torch.cat(ranks).tolist()
 
 
@@ -82,12 +89,14 @@ def training_probe(model, loader, n_users, n_candidates, seed):
     model.n_candidates = saved
     torch.random.set_rng_state(state)
     c = candidates.shape[1]
-    rows = Interaction({
-        model.USER_ID: columns[model.USER_ID].repeat_interleave(c),
-        model.ITEM_SEQ: columns[model.ITEM_SEQ].repeat_interleave(c, 0),
-        model.ITEM_SEQ_LEN: columns[model.ITEM_SEQ_LEN].repeat_interleave(c),
-        model.ITEM_ID: candidates.reshape(-1),
-    })
+    rows = Interaction(
+        {
+            model.USER_ID: columns[model.USER_ID].repeat_interleave(c),
+            model.ITEM_SEQ: columns[model.ITEM_SEQ].repeat_interleave(c, 0),
+            model.ITEM_SEQ_LEN: columns[model.ITEM_SEQ_LEN].repeat_interleave(c),
+            model.ITEM_ID: candidates.reshape(-1),
+        }
+    )
     return rows, candidates, columns[model.ITEM_ID]
 
 
@@ -112,32 +121,57 @@ def draw(output, results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lines = ["| label | examples | test hit@1 (± SE) | test ndcg@10 (± SE) | train-user hit@1 (± SE) | train s | "
-             "test users |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| label | examples | test hit@1 (± SE) | test ndcg@10 (± SE) | train-user hit@1 (± SE) | train s | "
+        "test users |",
+        "|---|---|---|---|---|---|---|",
+    ]
     figure, axis = plt.subplots(figsize=(7, 4.5))
     references = {}
     for index, (label, run) in enumerate(sorted(results.items())):
         points = sorted(run["points"].values(), key=lambda p: p["examples"])
         for p in points:
             t, u = p["test"], p["train_users"]
-            lines.append(f"| {label} | {p['examples']} | {t['hit@1']:.3f} ± {t['hit@1_se']:.3f} | "
-                         f"{t['ndcg@10']:.3f} ± {t['ndcg@10_se']:.3f} | {u['hit@1']:.3f} ± {u['hit@1_se']:.3f} | "
-                         f"{p['train_seconds']:.0f} | {t['users']} |")
+            lines.append(
+                f"| {label} | {p['examples']} | {t['hit@1']:.3f} ± {t['hit@1_se']:.3f} | "
+                f"{t['ndcg@10']:.3f} ± {t['ndcg@10_se']:.3f} | {u['hit@1']:.3f} ± {u['hit@1_se']:.3f} | "
+                f"{p['train_seconds']:.0f} | {t['users']} |"
+            )
         for key in ("backbone", "llm_only"):
             if run.get(key):
                 references[run[key]["model"]] = run[key]
         if points:
             color = f"C{index}"
             x = [p["examples"] for p in points]
-            axis.errorbar(x, [p["test"]["hit@1"] for p in points], yerr=[p["test"]["hit@1_se"] for p in points],
-                          color=color, marker="o", capsize=3, label=f"{label} (test)")
-            axis.plot(x, [p["train_users"]["hit@1"] for p in points], color=color, linestyle=":", marker="x",
-                      label=f"{label} (training users)")
+            axis.errorbar(
+                x,
+                [p["test"]["hit@1"] for p in points],
+                yerr=[p["test"]["hit@1_se"] for p in points],
+                color=color,
+                marker="o",
+                capsize=3,
+                label=f"{label} (test)",
+            )
+            axis.plot(
+                x,
+                [p["train_users"]["hit@1"] for p in points],
+                color=color,
+                linestyle=":",
+                marker="x",
+                label=f"{label} (training users)",
+            )
     for index, (name, reference) in enumerate(references.items()):
-        axis.axhline(reference["hit@1"], color="black", linestyle=("--", "-.", ":")[index % 3], linewidth=1,
-                     label=f"{name}: {reference['hit@1']:.3f} (n={reference['users']})")
-        lines.append(f"| {name} | - | {reference['hit@1']:.3f} ± {reference['hit@1_se']:.3f} | "
-                     f"{reference['ndcg@10']:.3f} ± {reference['ndcg@10_se']:.3f} | - | - | {reference['users']} |")
+        axis.axhline(
+            reference["hit@1"],
+            color="black",
+            linestyle=("--", "-.", ":")[index % 3],
+            linewidth=1,
+            label=f"{name}: {reference['hit@1']:.3f} (n={reference['users']})",
+        )
+        lines.append(
+            f"| {name} | - | {reference['hit@1']:.3f} ± {reference['hit@1_se']:.3f} | "
+            f"{reference['ndcg@10']:.3f} ± {reference['ndcg@10_se']:.3f} | - | - | {reference['users']} |"
+        )
     chance = next((run["chance_hit@1"] for run in results.values() if run.get("chance_hit@1")), None)
     if chance:
         axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label=f"chance: {chance:.3f}")
@@ -180,8 +214,18 @@ def llm_only_reference(dataset, config_files):
     return {"model": "LLMOnly", **metrics_from_ranks(rank_loader(model, test_data))}
 
 
-def run(model_name, dataset, config_files, overrides, points, label, output, train_users, probe_seed=2025,
-        with_llm_only=False):
+def run(
+    model_name,
+    dataset,
+    config_files,
+    overrides,
+    points,
+    label,
+    output,
+    train_users,
+    probe_seed=2025,
+    with_llm_only=False,
+):
     output.mkdir(parents=True, exist_ok=True)
     results_path = output / "curve.json"
     results = load_results(results_path)
@@ -202,11 +246,17 @@ def run(model_name, dataset, config_files, overrides, points, label, output, tra
     trainer._reset_for(stage)
     optimizer = trainer.optimizer
     loader = model.stage_train_loader(stage, train_data)
-    probe = training_probe(model, loader, train_users, model.n_candidates if model.eval_negatives is None
-                           else model.eval_negatives + 1, probe_seed)
+    probe = training_probe(
+        model,
+        loader,
+        train_users,
+        model.n_candidates if model.eval_negatives is None else model.eval_negatives + 1,
+        probe_seed,
+    )
 
-    run_result = results.setdefault(label, {"model": model_name, "dataset": dataset, "overrides": overrides,
-                                            "points": {}})
+    run_result = results.setdefault(
+        label, {"model": model_name, "dataset": dataset, "overrides": overrides, "points": {}}
+    )
     run_result["backbone"] = backbone
     if with_llm_only and not run_result.get("llm_only"):
         run_result["llm_only"] = llm_only_reference(dataset, config_files)
@@ -225,8 +275,12 @@ def run(model_name, dataset, config_files, overrides, points, label, output, tra
         done, train_seconds = last["examples"], last["train_seconds"]
         logger.info(f"learning curve {label}: resuming after {done} examples")
     todo = [p for p in points if p > done]
-    progress = tqdm(total=max(todo, default=done), initial=done, desc=f"{label}: stage-2 examples",
-                    disable=not config["show_progress"])
+    progress = tqdm(
+        total=max(todo, default=done),
+        initial=done,
+        desc=f"{label}: stage-2 examples",
+        disable=not config["show_progress"],
+    )
     while todo:
         for batch in loader:
             if seen < done:  # replaying the data order up to the resumed point (no training)
@@ -252,11 +306,21 @@ def run(model_name, dataset, config_files, overrides, points, label, output, tra
                 test = metrics_from_ranks(rank_loader(model, test_data))
                 eval_seconds = time.time() - eval_start
                 train_side = metrics_from_ranks(rank_probe(model, probe))
-                point = {"examples": done, "train_seconds": train_seconds, "test": test, "train_users": train_side,
-                         "test_eval_seconds_per_user": eval_seconds / max(test["users"], 1), **model.token_stats()}
+                point = {
+                    "examples": done,
+                    "train_seconds": train_seconds,
+                    "test": test,
+                    "train_users": train_side,
+                    "test_eval_seconds_per_user": eval_seconds / max(test["users"], 1),
+                    **model.token_stats(),
+                }
                 run_result["points"][str(done)] = point
-                atomic_write(str(weights_file), lambda tmp: save_file(
-                    {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}, tmp))
+                atomic_write(
+                    str(weights_file),
+                    lambda tmp: save_file(
+                        {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}, tmp
+                    ),
+                )
                 atomic_write(str(output / f"{label}.optimizer.pt"), lambda tmp: torch.save(optimizer.state_dict(), tmp))
                 write_results(results_path, results)
                 logger.info(f"learning curve {label} @ {done} examples: {json.dumps(point)}")
@@ -287,8 +351,17 @@ def main(argv=None):
     sys.argv = sys.argv[:1] + rest
     overrides = dict(arg[2:].split("=", 1) for arg in rest if arg.startswith("--") and "=" in arg)  # the record only
     points = sorted(int(p) for p in args.points.split(","))
-    run(args.model, args.dataset, args.config_files.split() if args.config_files else [], overrides, points,
-        args.label, Path(args.output), args.train_users, with_llm_only=args.with_llm_only)
+    run(
+        args.model,
+        args.dataset,
+        args.config_files.split() if args.config_files else [],
+        overrides,
+        points,
+        args.label,
+        Path(args.output),
+        args.train_users,
+        with_llm_only=args.with_llm_only,
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ def properties_dir():
     for candidate in (_SOURCE_PROPERTIES, _INSTALLED_PROPERTIES):
         if (candidate / "overall.yaml").is_file():
             return candidate
-    raise FileNotFoundError(f"recbole_llmplugin properties not found in {_SOURCE_PROPERTIES} or {_INSTALLED_PROPERTIES}")
+    raise FileNotFoundError(
+        f"recbole_llmplugin properties not found in {_SOURCE_PROPERTIES} or {_INSTALLED_PROPERTIES}"
+    )
 
 
 def cache_dir():

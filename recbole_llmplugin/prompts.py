@@ -34,8 +34,11 @@ class PromptBuilder:
         for key, value, needed in (
             ("prompt_template", self.template, ("{history}", "{candidates}")),
             ("prompt_history_item", self.history_item, ("{title}",)),
-            ("prompt_index_item" if self.labels is not None else "prompt_candidate_item", self.candidate_item,
-             ("{title}", "{label}") if self.labels is not None else ("{title}",)),
+            (
+                "prompt_index_item" if self.labels is not None else "prompt_candidate_item",
+                self.candidate_item,
+                ("{title}", "{label}") if self.labels is not None else ("{title}",),
+            ),
             ("prompt_answer", self.answer, ("{title}",)),
         ):
             missing = [n for n in needed if n not in (value or "")]
@@ -69,7 +72,9 @@ class PromptBuilder:
         ids = [tokenizer(label, add_special_tokens=False)["input_ids"] for label in self.labels[:n_candidates]]
         several = [label for label, i in zip(self.labels, ids) if len(i) != 1]
         if several:
-            raise ConfigValueError(f"prompt_index_labels: {several[:3]} are not one token each for this LLM; use letters")
+            raise ConfigValueError(
+                f"prompt_index_labels: {several[:3]} are not one token each for this LLM; use letters"
+            )
         return torch.tensor([i[0] for i in ids], dtype=torch.long)
 
     def answer_text(self, item_id, item_token=""):

@@ -57,5 +57,3 @@ def load_data_and_model(model_file):
     model = model_class(config, train_data._dataset).to(config["device"])
     restore(model, checkpoint)
     return config, model, dataset, train_data, valid_data, test_data
-
-

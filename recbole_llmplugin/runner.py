@@ -169,5 +169,3 @@ def restore(model, checkpoint):
     else:
         model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
-
-

@@ -80,8 +80,10 @@ def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64,
     if os.path.isfile(path):
         return load_file(path)["embeddings"]
     with torch.inference_mode():
-        table = encoder.encode(
-            list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress
-        ).float().cpu()
+        table = (
+            encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress)
+            .float()
+            .cpu()
+        )
     atomic_write(path, lambda tmp: save_file({"embeddings": table.contiguous()}, tmp))
     return table.clone()

@@ -51,8 +51,12 @@ class LLMTrainer(Trainer):
         learner = self.config["learner"].lower()
         if betas and learner in ("adam", "adamw"):  # RecBole's builder has no betas: the official code uses (0.9, 0.98)
             optimizer = torch.optim.Adam if learner == "adam" else torch.optim.AdamW
-            return optimizer(params, lr=kwargs.get("learning_rate", self.learning_rate), betas=tuple(betas),
-                             weight_decay=self.weight_decay)
+            return optimizer(
+                params,
+                lr=kwargs.get("learning_rate", self.learning_rate),
+                betas=tuple(betas),
+                weight_decay=self.weight_decay,
+            )
         return super()._build_optimizer(params=params, **kwargs)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -128,6 +132,16 @@ class Stage:
 class StagedTrainer(LLMTrainer):
     """Runs ``model.training_stages()`` in order inside RecBole's ``Trainer.fit`` loop.
 
+    The multi-stage interface a model gives it (A-LLMRec, MLP-LLM, TALLRec):
+
+    - ``training_stages()`` -> ``[Stage]``, in order;
+    - ``set_stage(name)``: only that stage's modules require grad (``"eval"``: none);
+    - ``<name>_loss(interaction)`` per stage (``stage1_loss``, ``stage2_loss``): a scalar, or a tuple of parts
+      that RecBole sums and logs; ``calculate_loss`` stays RecBole's contract (the last stage's loss);
+    - ``stage_train_loader(stage, train_data)``: the stage's training examples;
+    - ``trainable_state_dict()`` / ``load_trainable_state_dict(weights)``: what stage checkpoints hold;
+    - optionally ``save_adapter(folder)`` (TALLRec: a peft adapter folder).
+
     Each stage has its own epochs, learning rate, batch size (its own train loader from
     ``model.stage_train_loader``) and checkpoint file: a complete stage checkpoint is reused by later
     runs, an incomplete one is resumed. Every stage re-seeds before it starts, so a run that reuses a
@@ -155,6 +169,12 @@ class StagedTrainer(LLMTrainer):
         self.best_valid_result = None
         self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=stage.learning_rate)
         self.saved_model_file = stage.checkpoint
+        self.stage_loss = getattr(self.model, f"{stage.name}_loss")  # the model's loss of this stage
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        return super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func or self.stage_loss, show_progress=show_progress
+        )
 
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
@@ -163,7 +183,9 @@ class StagedTrainer(LLMTrainer):
             checkpoint = load_checkpoint(stage.checkpoint, map_location=self.device)
             if checkpoint.get("stage_complete"):
                 self.model.load_trainable_state_dict(checkpoint["weights"])
-                self.logger.info(set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {stage.checkpoint}")
+                self.logger.info(
+                    set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {stage.checkpoint}"
+                )
                 return checkpoint["best_valid_score"], checkpoint.get("best_valid_result")
             self.resume_checkpoint(stage.checkpoint)
         loader = self.model.stage_train_loader(stage, train_data)

@@ -17,7 +17,11 @@ BACKBONE_PROPS = {"hidden_size": 16, "inner_size": 32, "embedding_size": 16, "n_
 
 
 def train_backbone(tiny_config, folder, model="SASRec", **extra):
-    extra_props = {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}} if model == "BERT4Rec" else {}
+    extra_props = (
+        {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+        if model == "BERT4Rec"
+        else {}
+    )
     props = {**tiny_config, **BACKBONE_PROPS, **extra_props, **extra, "checkpoint_dir": str(folder)}
     cwd = os.getcwd()
     os.chdir(folder)
@@ -32,8 +36,12 @@ def backbone(tmp_path_factory, tiny_llm):
     from conftest import REPO
 
     config = {
-        "data_path": str(REPO / "dataset"), "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
-        "MAX_ITEM_LIST_LENGTH": 20, "train_neg_sample_args": None, "show_progress": False, "state": "WARNING",
+        "data_path": str(REPO / "dataset"),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "train_neg_sample_args": None,
+        "show_progress": False,
+        "state": "WARNING",
         "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
     }
     return train_backbone(config, tmp_path_factory.mktemp("backbone"))
@@ -42,9 +50,18 @@ def backbone(tmp_path_factory, tiny_llm):
 @pytest.fixture
 def allmrec_config(tiny_config, tiny_encoder, backbone):
     return {
-        **tiny_config, "cf_checkpoint": backbone, "text_encoder": tiny_encoder, "stage1_embedding_size": 8,
-        "stage1_hidden_size": 16, "projection_hidden_size": 16, "stage1_epochs": 2, "stage2_epochs": 1,
-        "stage1_batch_size": 16, "stage2_batch_size": 8, "stage2_candidates": 5, "eval_candidates": "fixed",
+        **tiny_config,
+        "cf_checkpoint": backbone,
+        "text_encoder": tiny_encoder,
+        "stage1_embedding_size": 8,
+        "stage1_hidden_size": 16,
+        "projection_hidden_size": 16,
+        "stage1_epochs": 2,
+        "stage2_epochs": 1,
+        "stage1_batch_size": 16,
+        "stage2_batch_size": 8,
+        "stage2_candidates": 5,
+        "eval_candidates": "fixed",
     }
 
 
@@ -77,7 +94,11 @@ def _fit_fixed_batch(model, loss_fn, steps):
 
 
 def _frozen_state(model):
-    return {k: v.clone() for k, v in list(model.llm.state_dict().items()) + [("bb." + k, v) for k, v in model.backbone.state_dict().items()]}
+    return {
+        k: v.clone()
+        for k, v in list(model.llm.state_dict().items())
+        + [("bb." + k, v) for k, v in model.backbone.state_dict().items()]
+    }
 
 
 @pytest.mark.parametrize("architecture", ["paper", "official"])
@@ -107,14 +128,14 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
     batch = _batch(model, train_data, "stage2", n=4)
     model.set_stage("stage2")
     frozen = _frozen_state(model)
-    stage1 = {k: v.clone() for k, v in model.item_encoder.state_dict().items()}
+    stage1 = {k: v.clone() for k, v in model.item_to_joint.state_dict().items()}
     torch.manual_seed(0)
     first = float(model.stage2_loss(batch))
     _fit_fixed_batch(model, lambda: model.stage2_loss(batch), 15)
     assert float(model.stage2_loss(batch)) < first
     after = _frozen_state(model)
     assert all(torch.equal(frozen[k], after[k]) for k in frozen)
-    assert all(torch.equal(stage1[k], v) for k, v in model.item_encoder.state_dict().items())
+    assert all(torch.equal(stage1[k], v) for k, v in model.item_to_joint.state_dict().items())
 
 
 @pytest.mark.parametrize("all_positions", [False, True])
@@ -153,7 +174,7 @@ def test_soft_tokens_replace_exactly_their_positions(workdir, allmrec_config):
         user_vectors = model.user_projection(model.user_representation(users))
         assert torch.allclose(embeds[ids == model.token_ids[USER_TOKEN]], user_vectors)
         hist_items = torch.tensor([i for h in histories for i in h])
-        expected = model.item_projection(model.item_encoder(model.backbone.item_embeddings()[hist_items]))
+        expected = model.item_projection(model.item_to_joint(model.backbone.item_embeddings()[hist_items]))
         assert torch.allclose(embeds[ids == model.token_ids[HISTORY_TOKEN]], expected, atol=1e-6)
 
 
@@ -246,7 +267,7 @@ def test_text_path_and_trainable_encoder(workdir, allmrec_config, overrides):
         assert trainable and all(".layer.0." in n for n in trainable)  # the tiny encoder has one layer
         assert any(k.startswith("sentence_encoder.") for k in model.trainable_state_dict())
     batch = _batch(model, train_data, "stage1")
-    loss = sum(model.calculate_loss(batch))
+    loss = sum(model.stage1_loss(batch))
     loss.backward()
     model.set_stage("stage2")
     batch = _batch(model, train_data, "stage2", n=2)
@@ -256,10 +277,12 @@ def test_text_path_and_trainable_encoder(workdir, allmrec_config, overrides):
 def _generate_answer(model, item_ids_per_user):
     """A stand-in for ``llm.generate`` that 'generates' the given item's answer text for each user (None:
     text that is no candidate's title)."""
+
     def generate(inputs_embeds, **kwargs):
         texts = [model.prompt_builder.answer_text(i) if i is not None else '"zzz qqq"' for i in item_ids_per_user]
         ids = model.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")["input_ids"]
         return ids
+
     return generate
 
 
@@ -289,7 +312,10 @@ def test_generate_mode_counts_only_exact_matches(workdir, allmrec_config, monkey
 def test_generation_stops_at_eos(workdir, allmrec_config):
     model, _, _ = build(allmrec_config, eval_mode="generate")
     assert model.tokenizer.eos_token_id in model._stop_token_ids()
-    assert int(model.answer_lengths[1]) == len(model.tokenizer(model.prompt_builder.answer_text(1), add_special_tokens=False)["input_ids"]) + 1
+    assert (
+        int(model.answer_lengths[1])
+        == len(model.tokenizer(model.prompt_builder.answer_text(1), add_special_tokens=False)["input_ids"]) + 1
+    )
     assert model.answer_ids[1, int(model.answer_lengths[1]) - 1] == model.tokenizer.eos_token_id
 
 
@@ -313,7 +339,9 @@ def test_minus_generation_loss_is_the_scorers_log_likelihood(workdir, allmrec_co
         target, candidates, prompt, mask = model.training_prompts(batch)
         loss = model.generation_loss(target, prompt, mask)
         raw = CandidateScorer(model.llm, row_chunk=4, length_normalize=False)
-        total = raw.score(prompt, mask, model.answer_ids[target], model.answer_lengths[target], torch.zeros(1, dtype=torch.long))
+        total = raw.score(
+            prompt, mask, model.answer_ids[target], model.answer_lengths[target], torch.zeros(1, dtype=torch.long)
+        )
     torch.testing.assert_close(-loss * model.answer_lengths[target].float(), total, atol=1e-4, rtol=1e-4)
 
 
@@ -361,7 +389,7 @@ def test_architectures(workdir, allmrec_config, architecture):
     has_norm = any(isinstance(m, torch.nn.LayerNorm) for m in model.user_projection)
     assert has_norm == (architecture == "official")
     if architecture == "official":
-        assert isinstance(model.item_encoder[1], torch.nn.Sigmoid) and isinstance(model.item_decoder, torch.nn.Linear)
+        assert isinstance(model.item_to_joint[1], torch.nn.Sigmoid) and isinstance(model.joint_to_item, torch.nn.Linear)
     with pytest.raises(ConfigValueError, match="allmrec_architecture"):
         build(allmrec_config, allmrec_architecture="offical")
 
@@ -378,8 +406,9 @@ def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_confi
     rows = (block == 0).nonzero(as_tuple=True)[0]  # the first user's 1 + 9 rows
     scores = model.predict(interaction)[rows]
     items = interaction["item_id"][rows]
-    prompt = model.prompt_texts(model.recent_history(interaction[model.ITEM_SEQ][rows[:1]],
-                                                     interaction[model.ITEM_SEQ_LEN][rows[:1]]), [[0]])[0]
+    prompt = model.prompt_texts(
+        model.recent_history(interaction[model.ITEM_SEQ][rows[:1]], interaction[model.ITEM_SEQ_LEN][rows[:1]]), [[0]]
+    )[0]
     assert '[CandidateEmb]A: "' in prompt  # the label follows the item's soft token
     with torch.no_grad():
         embeds, mask, slot = model.prompt_inputs(interaction, rows, torch.zeros_like(rows), first_rows[:1])
@@ -394,19 +423,29 @@ def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_confi
         torch.manual_seed(0)
         target, candidates, prompt_embeds, prompt_mask = model.training_prompts(batch)
         loss = model.index_loss(target, candidates, prompt_embeds, prompt_mask)
-        last = model.llm(inputs_embeds=prompt_embeds, attention_mask=prompt_mask,
-                         position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
+        last = model.llm(
+            inputs_embeds=prompt_embeds,
+            attention_mask=prompt_mask,
+            position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        ).logits[:, -1]
     labels = (candidates == target[:, None]).float().argmax(1)
-    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(last[:, model.label_ids[:5]], labels),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        loss, torch.nn.functional.cross_entropy(last[:, model.label_ids[:5]], labels), atol=1e-4, rtol=1e-4
+    )
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"eval_mode": "index"}, "stage2_objective: 'generate' with eval_mode: 'index'"),
-    ({"stage2_objective": "index"}, "stage2_objective: 'index' with eval_mode: 'score'"),
-    ({"eval_mode": "index", "stage2_objective": "index", "prompt_index_labels": "ABC"}, "3 labels for 10 candidates"),
-    ({"eval_mode": "rank"}, "eval_mode: 'rank' is not one of score, generate, index"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"eval_mode": "index"}, "stage2_objective: 'generate' with eval_mode: 'index'"),
+        ({"stage2_objective": "index"}, "stage2_objective: 'index' with eval_mode: 'score'"),
+        (
+            {"eval_mode": "index", "stage2_objective": "index", "prompt_index_labels": "ABC"},
+            "3 labels for 10 candidates",
+        ),
+        ({"eval_mode": "rank"}, "eval_mode: 'rank' is not one of score, generate, index"),
+    ],
+)
 def test_index_mode_errors(workdir, allmrec_config, overrides, message):
     with pytest.raises(ConfigValueError, match=message):
         build(allmrec_config, **overrides)
@@ -417,8 +456,13 @@ def test_answer_item_token_conditions_each_candidates_answer(workdir, allmrec_co
     changing one candidate's CF embedding changes that candidate's score (and the rank loss reaches F_I
     through the answers even with no item tokens in the prompt)."""
     answer = '"{title}"{item_token}'
-    model, train_data, test_data = build(allmrec_config, stage2_objective="rank", prompt_answer=answer,
-                                         prompt_candidate_item='"{title}"', prompt_history_item='"{title}"')
+    model, train_data, test_data = build(
+        allmrec_config,
+        stage2_objective="rank",
+        prompt_answer=answer,
+        prompt_candidate_item='"{title}"',
+        prompt_history_item='"{title}"',
+    )
     model.eval()
     interaction = next(iter(test_data))[0]
     rows = (user_blocks(interaction["user_id"])[0] == 0).nonzero(as_tuple=True)[0]
@@ -438,11 +482,14 @@ def test_answer_item_token_conditions_each_candidates_answer(workdir, allmrec_co
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.item_projection.parameters())
 
 
-@pytest.mark.parametrize("model_name, overrides, message", [
-    ("ALLMRec", {"stage2_objective": "generate"}, "needs eval_mode score and stage2_objective rank"),
-    ("LLMOnly", {}, "needs a model with CF item tokens"),
-    ("ALLMRec", {"stage2_objective": "rank", "prompt_answer": '{item_token}"{title}"{item_token}'}, "once"),
-])
+@pytest.mark.parametrize(
+    "model_name, overrides, message",
+    [
+        ("ALLMRec", {"stage2_objective": "generate"}, "needs eval_mode score and stage2_objective rank"),
+        ("LLMOnly", {}, "needs a model with CF item tokens"),
+        ("ALLMRec", {"stage2_objective": "rank", "prompt_answer": '{item_token}"{title}"{item_token}'}, "once"),
+    ],
+)
 def test_answer_item_token_errors(workdir, allmrec_config, model_name, overrides, message):
     settings = {**allmrec_config, "prompt_answer": '{item_token}"{title}"', **overrides}
     config, model_class = build_config(model_name, TINY_DATASET, config_dict=settings)
@@ -463,12 +510,18 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
 
     base = _stage_files(allmrec_config)
     other_llm = shutil.copytree(tiny_llm, tmp_path / "same-llm-elsewhere")
-    for key, value in [("item_text_max_tokens", 3), ("prompt_template", "{user_token}{history} -> {candidates}: "),
-                       ("llm_path", str(other_llm)), ("learner", "sgd"), ("eval_candidates_seed", 7),
-                       ("stage2_learning_rate", 0.5)]:
+    for key, value in [
+        ("item_text_max_tokens", 3),
+        ("prompt_template", "{user_token}{history} -> {candidates}: "),
+        ("llm_path", str(other_llm)),
+        ("learner", "sgd"),
+        ("eval_candidates_seed", 7),
+        ("stage2_learning_rate", 0.5),
+    ]:
         changed = _stage_files(allmrec_config, **{key: value})
         assert changed[1] != base[1], key  # stage 2 is never reused across such a change
     assert _stage_files(allmrec_config, stage1_learning_rate=0.5)[0] != base[0]
     assert _stage_files(allmrec_config, show_progress=True) == base
     assert _stage_files(allmrec_config, checkpoint_dir=str(tmp_path / "elsewhere")) == base
     assert _stage_files(allmrec_config, llm_eval_user_batch=5, eval_batch_size=100) == base
+    assert _stage_files(allmrec_config, benchmark_models=["ALLMRec", "SASRec"]) == base  # a benchmark file's keys

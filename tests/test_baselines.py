@@ -40,8 +40,11 @@ def test_tallrec_trains_only_lora_parameters(workdir, tiny_config):
 
 
 def test_tallrec_runs_and_saves_a_peft_adapter(workdir, tiny_config):
-    result = run_recbole_llm("TALLRec", TINY_DATASET, config_dict={**tiny_config, "stage2_candidates": 5,
-                                                                   "stage2_epochs": 1, "eval_candidates": "fixed"})
+    result = run_recbole_llm(
+        "TALLRec",
+        TINY_DATASET,
+        config_dict={**tiny_config, "stage2_candidates": 5, "stage2_epochs": 1, "eval_candidates": "fixed"},
+    )
     assert 0 <= result["test_result"]["hit@1"] <= 1
     assert glob.glob("saved/tallrec/*-adapter/adapter_config.json")
     assert result["costs"]["trainable_parameters"] > 0
@@ -51,7 +54,7 @@ def test_mlpllm_projects_raw_cf_embeddings(workdir, allmrec_config):  # noqa: F8
     model, train_data = build("MLPLLM", allmrec_config)
     assert get_model_class("MLPLLM") is type(model)
     assert [s.name for s in model.training_stages()] == ["stage2"]
-    assert not hasattr(model, "item_encoder") and model.sentence_encoder is None
+    assert not hasattr(model, "item_to_joint") and model.sentence_encoder is None
     assert model.item_projection[0].in_features == model.backbone.hidden_size
     assert set(k.split(".")[0] for k in model.trainable_state_dict()) == {"user_projection", "item_projection"}
     items = torch.tensor([1, 2, 3])

@@ -19,17 +19,33 @@ class FakeRunner:
         if model in self.fail:
             raise RuntimeError(f"{model} exploded")
         hit = {"A": 0.2, "B": 0.5}.get(model, 0.3) + 0.1 * (overrides["seed"] - 1)
-        return {"model": model, "dataset": dataset, "test_result": {"hit@1": hit, "ndcg@10": hit / 2},
-                "costs": {"fit_seconds": 1.0, "eval_seconds_per_user": 0.5, "peak_rss_mb": 100.0, "trainable_parameters": 7}}
+        return {
+            "model": model,
+            "dataset": dataset,
+            "test_result": {"hit@1": hit, "ndcg@10": hit / 2},
+            "costs": {
+                "fit_seconds": 1.0,
+                "eval_seconds_per_user": 0.5,
+                "peak_rss_mb": 100.0,
+                "trainable_parameters": 7,
+            },
+        }
 
 
 @pytest.fixture
 def spec(tmp_path):
     path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({
-        "benchmark_models": ["A", "B", "C"], "benchmark_datasets": ["d1"], "benchmark_seeds": [1, 2],
-        "benchmark_output": str(tmp_path / "out"), "benchmark_model_properties": {"B": {"epochs": 3}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "benchmark_models": ["A", "B", "C"],
+                "benchmark_datasets": ["d1"],
+                "benchmark_seeds": [1, 2],
+                "benchmark_output": str(tmp_path / "out"),
+                "benchmark_model_properties": {"B": {"epochs": 3}},
+            }
+        )
+    )
     return path
 
 
@@ -79,7 +95,14 @@ def test_efficiency_ratios():
     from recbole_llmplugin.benchmark import efficiency_lines
 
     rows = [
-        {"dataset": "d", "model": "ALLMRec", "runs": 1, "stage1_seconds": 10.0, "stage2_seconds": 30.0, "eval_seconds_per_user": 2.0},
+        {
+            "dataset": "d",
+            "model": "ALLMRec",
+            "runs": 1,
+            "stage1_seconds": 10.0,
+            "stage2_seconds": 30.0,
+            "eval_seconds_per_user": 2.0,
+        },
         {"dataset": "d", "model": "TALLRec", "runs": 1, "stage2_seconds": 100.0, "eval_seconds_per_user": 3.0},
     ]
     (line,) = efficiency_lines(rows)
@@ -88,11 +111,17 @@ def test_efficiency_ratios():
 
 def test_labelled_entries_run_their_model_with_their_properties(tmp_path):
     path = tmp_path / "bench.yaml"
-    path.write_text(yaml.safe_dump({
-        "benchmark_models": ["A", "A-variant"], "benchmark_datasets": ["d1"], "benchmark_seeds": [1],
-        "benchmark_output": str(tmp_path / "out"),
-        "benchmark_model_properties": {"A-variant": {"model": "A", "cf_model": "GRU4Rec"}},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "benchmark_models": ["A", "A-variant"],
+                "benchmark_datasets": ["d1"],
+                "benchmark_seeds": [1],
+                "benchmark_output": str(tmp_path / "out"),
+                "benchmark_model_properties": {"A-variant": {"model": "A", "cf_model": "GRU4Rec"}},
+            }
+        )
+    )
     runner = FakeRunner()
     rows = {r["model"]: r for r in run_benchmark(path, runner)}
     assert set(rows) == {"A", "A-variant"} and [c[0] for c in runner.calls] == ["A", "A"]

@@ -52,7 +52,9 @@ def test_row_order_does_not_change_scores(tiny_llm, method):
     perm = torch.tensor([4, 2, 0, 3, 1])
     with torch.no_grad():
         base = CandidateScorer(llm, row_chunk=3, method=method).score(embeds, mask, ids, lengths, OWNER)
-        shuffled = CandidateScorer(llm, row_chunk=3, method=method).score(embeds, mask, ids[perm], lengths[perm], OWNER[perm])
+        shuffled = CandidateScorer(llm, row_chunk=3, method=method).score(
+            embeds, mask, ids[perm], lengths[perm], OWNER[perm]
+        )
     torch.testing.assert_close(shuffled, base[perm], atol=1e-5, rtol=1e-5)
 
 
@@ -71,7 +73,9 @@ def test_preferred_candidate_ranks_first(tiny_llm):
     llm.eval()
     embeds, mask, ids, lengths = _batch(tokenizer, llm, [prompt], ANSWERS)
     with torch.no_grad():
-        scores = CandidateScorer(llm, row_chunk=2).score(embeds, mask, ids, lengths, torch.zeros(len(ANSWERS), dtype=torch.long))
+        scores = CandidateScorer(llm, row_chunk=2).score(
+            embeds, mask, ids, lengths, torch.zeros(len(ANSWERS), dtype=torch.long)
+        )
     assert int(scores.argmax()) == 2
 
 
@@ -120,4 +124,6 @@ def test_soft_token_in_answers_is_read_not_scored(tiny_llm, attention):
     torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
     assert (got - other)[[0, 1, 3, 4]].abs().min() > 1e-4  # a soft token before answer tokens changes the score
     with pytest.raises(ValueError, match="needs llm_score_method packed"):
-        CandidateScorer(llm, method="cache").score(embeds, mask, ids, lengths, OWNER, answer_soft=soft, soft_token_id=soft_id)
+        CandidateScorer(llm, method="cache").score(
+            embeds, mask, ids, lengths, OWNER, answer_soft=soft, soft_token_id=soft_id
+        )

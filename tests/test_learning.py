@@ -40,7 +40,9 @@ def pretrain_to_pick_a_candidate(folder, titles, steps=400, seed=0):
             history, candidates = picks[:3], picks[3:]
             answer = candidates[int(torch.randint(len(candidates), (1,), generator=rng))]
             quote = lambda items: ",".join(f'"{names[i]}"' for i in items)  # noqa: E731
-            prompt = [hints[answer]] + encode(TEMPLATE.format(user_token="", history=quote(history), candidates=quote(candidates)))
+            prompt = [hints[answer]] + encode(
+                TEMPLATE.format(user_token="", history=quote(history), candidates=quote(candidates))
+            )
             rows.append((prompt, encode(f'"{names[answer]}"') + [tokenizer.eos_token_id]))
         width = max(len(p) + len(a) for p, a in rows)
         ids = torch.full((len(rows), width), tokenizer.pad_token_id)
@@ -48,7 +50,7 @@ def pretrain_to_pick_a_candidate(folder, titles, steps=400, seed=0):
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for row, (p, a) in enumerate(rows):
             ids[row, : len(p) + len(a)] = torch.tensor(p + a)
-            labels[row, len(p): len(p) + len(a)] = torch.tensor(a)
+            labels[row, len(p) : len(p) + len(a)] = torch.tensor(a)
             mask[row, : len(p) + len(a)] = 1
         loss = llm(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad()
@@ -68,19 +70,43 @@ def markov(tmp_path_factory):
     llm = build_tiny_llm(root / "llm", hidden=64, layers=2, corpus=corpus)
     pretrain_to_pick_a_candidate(llm, titles)
     props = {
-        "data_path": str(root / "data"), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "llm_path": llm, "item_text_template": "{title}", "MAX_ITEM_LIST_LENGTH": 10, "prompt_history_len": 3,
-        "prompt_template": TEMPLATE, "prompt_item_separator": ",",
+        "data_path": str(root / "data"),
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "llm_path": llm,
+        "item_text_template": "{title}",
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "prompt_history_len": 3,
+        "prompt_template": TEMPLATE,
+        "prompt_item_separator": ",",
         "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
-        "eval_candidates": "fixed", "train_neg_sample_args": None, "metrics": ["Hit", "NDCG"], "topk": [1, 5],
-        "valid_metric": "NDCG@5", "show_progress": False, "state": "WARNING", "reproducibility": True,
-        "eval_batch_size": 200, "llm_eval_user_batch": 20, "llm_score_row_chunk": 200,
+        "eval_candidates": "fixed",
+        "train_neg_sample_args": None,
+        "metrics": ["Hit", "NDCG"],
+        "topk": [1, 5],
+        "valid_metric": "NDCG@5",
+        "show_progress": False,
+        "state": "WARNING",
+        "reproducibility": True,
+        "eval_batch_size": 200,
+        "llm_eval_user_batch": 20,
+        "llm_score_row_chunk": 200,
         "checkpoint_dir": str(root / "saved"),
     }
-    backbone = run_recbole_llm("SASRec", MARKOV_NAME, config_dict={
-        **props, "hidden_size": 32, "inner_size": 64, "n_layers": 1, "n_heads": 2, "epochs": 30,
-        "learning_rate": 0.01, "train_batch_size": 256, "stopping_step": 30,
-    })
+    backbone = run_recbole_llm(
+        "SASRec",
+        MARKOV_NAME,
+        config_dict={
+            **props,
+            "hidden_size": 32,
+            "inner_size": 64,
+            "n_layers": 1,
+            "n_heads": 2,
+            "epochs": 30,
+            "learning_rate": 0.01,
+            "train_batch_size": 256,
+            "stopping_step": 30,
+        },
+    )
     return props, backbone
 
 
@@ -92,11 +118,23 @@ def valid_metrics(model, valid_data):
 def trained(markov, tiny_encoder, model_name, steps=300, objective="rank", **extra):
     """The model after stage 1 (if any) and ``steps`` stage-2 steps of 8 examples."""
     props, backbone = markov
-    config, model_class = build_config(model_name, MARKOV_NAME, config_dict={
-        **props, "cf_checkpoint": backbone["saved_model_file"], "text_encoder": tiny_encoder,
-        "stage1_epochs": 5, "stage1_batch_size": 64, "stage1_learning_rate": 1e-3, "stage2_objective": objective,
-        "stage2_candidates": 10, "stage2_batch_size": 8, "stage2_learning_rate": 3e-3, **extra,
-    })
+    config, model_class = build_config(
+        model_name,
+        MARKOV_NAME,
+        config_dict={
+            **props,
+            "cf_checkpoint": backbone["saved_model_file"],
+            "text_encoder": tiny_encoder,
+            "stage1_epochs": 5,
+            "stage1_batch_size": 64,
+            "stage1_learning_rate": 1e-3,
+            "stage2_objective": objective,
+            "stage2_candidates": 10,
+            "stage2_batch_size": 8,
+            "stage2_learning_rate": 3e-3,
+            **extra,
+        },
+    )
     init_seed(config["seed"], True)
     _, train_data, valid_data, _ = prepare_data(config)
     model = model_class(config, train_data._dataset)
@@ -152,7 +190,11 @@ def test_cf_tokens_carry_the_signal(workdir, markov, tiny_encoder, llm_only, mod
     model, valid_data = trained(markov, tiny_encoder, model_name, objective=objective)
     learned = valid_metrics(model, valid_data)
     print(model_name, objective, "learned", learned, "LLMOnly", llm_only)
-    assert learned["hit@1"] >= 0.4 and learned["hit@1"] >= CHANCE_HIT1 + 0.3 and learned["hit@1"] >= llm_only["hit@1"] + 0.3
+    assert (
+        learned["hit@1"] >= 0.4
+        and learned["hit@1"] >= CHANCE_HIT1 + 0.3
+        and learned["hit@1"] >= llm_only["hit@1"] + 0.3
+    )
     assert learned["ndcg@10"] >= llm_only["ndcg@10"] + 0.15
 
     table = model.backbone.item_embeddings()

@@ -36,7 +36,9 @@ def test_register_model_is_one_line():
 def test_plugin_model_defaults_come_from_its_yaml(workdir, tiny_config):
     config, _ = build_config("LLMOnly", "tiny-synth", config_dict=tiny_config)
     assert config["epochs"] == 1  # user dict beats the model yaml
-    config, _ = build_config("LLMOnly", "tiny-synth", config_dict={k: v for k, v in tiny_config.items() if k != "epochs"})
+    config, _ = build_config(
+        "LLMOnly", "tiny-synth", config_dict={k: v for k, v in tiny_config.items() if k != "epochs"}
+    )
     assert config["epochs"] == 0  # properties/model/LLMOnly.yaml
 
 
@@ -70,7 +72,10 @@ def test_special_tokens_are_added_and_llm_frozen(tiny_llm):
 def test_cli_errors_are_one_line(workdir, args, expected):
     result = subprocess.run(
         [sys.executable, str(REPO / "run_recbole_llm.py"), *args, "--state=WARNING"],
-        capture_output=True, text=True, cwd=workdir, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+        timeout=300,
     )
     assert result.returncode == 2
     assert expected in result.stderr

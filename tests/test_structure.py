@@ -14,8 +14,10 @@ RUNNER_SIDE = {"quick_start", "runner", "backbones", "benchmark", "learning_curv
 
 def _imported_by(module):
     """The plugin's modules that importing ``module`` alone (fresh interpreter) pulls in."""
-    code = (f"import sys, {module}; print(' '.join(sorted(m.split('.', 1)[1] for m in sys.modules "
-            "if m.startswith('recbole_llmplugin.'))))")
+    code = (
+        f"import sys, {module}; print(' '.join(sorted(m.split('.', 1)[1] for m in sys.modules "
+        "if m.startswith('recbole_llmplugin.'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return set(out.stdout.split())
 
@@ -25,10 +27,13 @@ def test_models_never_import_the_runner():
     assert "models.allmrec" in pulled and not pulled & RUNNER_SIDE, pulled & RUNNER_SIDE
 
 
-@pytest.mark.parametrize("module, allowed", [
-    ("runner", {"runner"}),  # one RecBole run: no backbone step, no entry points
-    ("backbones", {"runner", "backbones"}),
-])
+@pytest.mark.parametrize(
+    "module, allowed",
+    [
+        ("runner", {"runner"}),  # one RecBole run: no backbone step, no entry points
+        ("backbones", {"runner", "backbones"}),
+    ],
+)
 def test_runner_layers_import_downwards_only(module, allowed):
     pulled = _imported_by(f"recbole_llmplugin.{module}")
     assert pulled & RUNNER_SIDE == allowed
@@ -69,3 +74,26 @@ def test_register_model_names_a_missing_property_file(tmp_path):
 
     with pytest.raises(ConfigValueError, match="nothing.yaml' does not exist"):
         register_model(type("Other", (LLMOnly,), {}), properties=str(tmp_path / "nothing.yaml"))
+
+
+def test_multi_stage_interface(workdir, tiny_config, tiny_encoder):
+    """StagedTrainer trains each stage with the model's ``<stage>_loss``; plain LLM models read no stage keys."""
+    from recbole_llmplugin.quick_start import build_config, prepare_data
+    from recbole_llmplugin.trainer import Stage, StagedTrainer
+
+    config, model_class = build_config(
+        "LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "bogus"}
+    )
+    _, train_data, _, _ = prepare_data(config)
+    model = model_class(config, train_data._dataset)  # stage2_objective is not read: no error
+    assert model.objective is None and model.n_candidates is None
+
+    config, model_class = build_config("TALLRec", TINY_DATASET, config_dict={**tiny_config, "stage2_candidates": 5})
+    model = model_class(config, train_data._dataset)
+    trainer = StagedTrainer(config, model)
+    trainer._reset_for(Stage("stage2", 1, 1e-3, 4, "unused"))
+    assert trainer.stage_loss == model.stage2_loss
+    model.train()
+    assert model.llm.training  # LoRA trains inside the LLM: dropout on
+    model.eval()
+    assert not model.llm.training

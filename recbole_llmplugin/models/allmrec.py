@@ -86,7 +86,7 @@ class ALLMRec(LLMRecommender):
     trainer_class = StagedTrainer
     needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (backbones.py)
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
-    stage1_modules = ("item_encoder", "item_decoder", "text_encoder_ae", "text_decoder")
+    stage1_modules = ("item_to_joint", "joint_to_item", "text_to_joint", "joint_to_text")
     stage2_modules = ("user_projection", "item_projection")
     eval_modes = ("score", "generate", "index")
     answer_item_token = CANDIDATE_TOKEN
@@ -102,7 +102,9 @@ class ALLMRec(LLMRecommender):
         if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
         if self.architecture not in ARCHITECTURES:
-            raise ConfigValueError(f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}")
+            raise ConfigValueError(
+                f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}"
+            )
 
         self.backbone = CFBackbone(config["cf_checkpoint"], dataset, device=config["device"])
         d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
@@ -116,7 +118,6 @@ class ALLMRec(LLMRecommender):
         self.user_projection = projection(self.architecture, d, hidden2, h_llm, nn.LeakyReLU())  # F_U
         self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
         self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
-        self.stage = "stage2"
         self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
         self.set_stage("eval")
 
@@ -127,14 +128,17 @@ class ALLMRec(LLMRecommender):
         t = self.sentence_encoder.get_sentence_embedding_dimension()
         if self.text_trainable == "none":
             table = frozen_embeddings(
-                self.sentence_encoder, self.item_texts.texts, os.path.join(config["checkpoint_dir"], "text_cache"),
-                config["text_encoder"], show_progress=config["show_progress"],
+                self.sentence_encoder,
+                self.item_texts.texts,
+                os.path.join(config["checkpoint_dir"], "text_cache"),
+                config["text_encoder"],
+                show_progress=config["show_progress"],
             )
             self.register_buffer("text_table", table.to(config["device"]), persistent=False)  # [n_items, t]
             self.sentence_encoder = None  # not needed any more: every item's text is encoded
         hidden1 = config["stage1_hidden_size"]
-        self.item_encoder, self.item_decoder = autoencoder(self.architecture, d, hidden1, d_joint)
-        self.text_encoder_ae, self.text_decoder = autoencoder(self.architecture, t, hidden1, d_joint)
+        self.item_to_joint, self.joint_to_item = autoencoder(self.architecture, d, hidden1, d_joint)
+        self.text_to_joint, self.joint_to_text = autoencoder(self.architecture, t, hidden1, d_joint)
 
     # --- stages ----------------------------------------------------------------------------
     def _trained_module_names(self):
@@ -160,18 +164,29 @@ class ALLMRec(LLMRecommender):
         elif stage == "stage2":
             for name in self.stage2_modules:
                 getattr(self, name).requires_grad_(True)
-        if stage != "eval":
-            self.stage = stage
 
     def training_stages(self):
         c = self.config
         path = {name: stage_checkpoint(c, name) for name in ("stage1", "stage2")}  # a new backbone: new stages
-        stage2 = Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"], path["stage2"],
-                       validate=c["stage2_validate"], seed_offset=2)
+        stage2 = Stage(
+            "stage2",
+            c["stage2_epochs"],
+            c["stage2_learning_rate"],
+            c["stage2_batch_size"],
+            path["stage2"],
+            validate=c["stage2_validate"],
+            seed_offset=2,
+        )
         if not self.stage1_modules:
             return [stage2]
-        stage1 = Stage("stage1", c["stage1_epochs"], c["stage1_learning_rate"], c["stage1_batch_size"], path["stage1"],
-                       seed_offset=1)
+        stage1 = Stage(
+            "stage1",
+            c["stage1_epochs"],
+            c["stage1_learning_rate"],
+            c["stage1_batch_size"],
+            path["stage1"],
+            seed_offset=1,
+        )
         return [stage1, stage2]
 
     # --- embeddings ----------------------------------------------------------------------------
@@ -184,8 +199,8 @@ class ALLMRec(LLMRecommender):
     def joint_item_embeddings(self, items):
         """[N, d'] aligned embeddings used for item tokens (CF or text path)."""
         if self.joint_embedding == "cf":
-            return self.item_encoder(self.backbone.item_embeddings()[items])
-        return self.text_encoder_ae(self.text_embeddings(items))
+            return self.item_to_joint(self.backbone.item_embeddings()[items])
+        return self.text_to_joint(self.text_embeddings(items))
 
     def user_representation(self, users):
         with torch.no_grad():
@@ -201,8 +216,8 @@ class ALLMRec(LLMRecommender):
             e = self.backbone.item_embeddings()[items]  # [2B, d]
             user = self.backbone.user_representation(seq, seq_len, interaction[self.USER_ID])  # [B, d]
         q = self.text_embeddings(items)  # [2B, t]
-        z_item, z_text = self.item_encoder(e), self.text_encoder_ae(q)  # [2B, d']
-        e_rec, q_rec = self.item_decoder(z_item), self.text_decoder(z_text)
+        z_item, z_text = self.item_to_joint(e), self.text_to_joint(q)  # [2B, d']
+        e_rec, q_rec = self.joint_to_item(z_item), self.joint_to_text(z_text)
         product = user.repeat(2, 1) * e_rec  # [2B, d]
         logits = product.mean(-1) if self.architecture == "official" else product.sum(-1)  # [2B]
         labels = torch.cat([torch.ones_like(pos), torch.zeros_like(neg)]).float()
@@ -233,7 +248,9 @@ class ALLMRec(LLMRecommender):
             if not mask.any():  # a template without {item_token} / {user_token}: text only there
                 continue
             if int(mask.sum()) != len(values):
-                raise ConfigValueError(f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates")
+                raise ConfigValueError(
+                    f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"
+                )
             embeds[mask] = values.to(embeds.dtype)
         return embeds
 
@@ -245,12 +262,15 @@ class ALLMRec(LLMRecommender):
         """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""
         return self._item_tokens(items, items.device) if self.prompt_builder.answer_item_token else None
 
-    def calculate_loss(self, interaction):
-        if self.stage == "stage1":
-            losses = self.stage1_losses(interaction)
-            return (losses["matching"], self.alpha * losses["item_reconstruction"],
-                    self.beta * losses["text_reconstruction"], losses["recommendation"])
-        return self.stage2_loss(interaction)
+    def stage1_loss(self, interaction):
+        """Stage-1 loss as its four weighted parts (RecBole's trainer sums them and logs each)."""
+        losses = self.stage1_losses(interaction)
+        return (
+            losses["matching"],
+            self.alpha * losses["item_reconstruction"],
+            self.beta * losses["text_reconstruction"],
+            losses["recommendation"],
+        )
 
     # --- evaluation ------------------------------------------------------------------------------
     def _score_rows(self, interaction, rows, owner, first_rows):
@@ -266,8 +286,12 @@ class ALLMRec(LLMRecommender):
         user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
         embeds, mask, _ = self.prompt_inputs(interaction, rows, owner, first_rows)
         generated = self.scorer.llm.generate(
-            inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(self.answer_lengths.max()) + 2,
-            do_sample=False, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self._stop_token_ids(),
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=int(self.answer_lengths.max()) + 2,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self._stop_token_ids(),
         )
         texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
         answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
@@ -306,12 +330,14 @@ class ALLMRec(LLMRecommender):
         cf_scores.scatter_(1, seq, -torch.inf)  # history excluded
         top = cf_scores.topk(self.rerank_topk, dim=1).indices  # [B, K]
         k = top.shape[1]
-        rows = Interaction({
-            self.USER_ID: uid.repeat_interleave(k),
-            self.ITEM_SEQ: seq.repeat_interleave(k, 0),
-            self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
-            self.ITEM_ID: top.reshape(-1),
-        })
+        rows = Interaction(
+            {
+                self.USER_ID: uid.repeat_interleave(k),
+                self.ITEM_SEQ: seq.repeat_interleave(k, 0),
+                self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
+                self.ITEM_ID: top.reshape(-1),
+            }
+        )
         scores = torch.full_like(cf_scores, -torch.inf)
         scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
         return scores

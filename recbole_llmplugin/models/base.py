@@ -54,6 +54,7 @@ class LLMRecommender(SequentialRecommender):
     special_tokens = ()
     eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
     trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
+    llm_trains = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
 
     def __init__(self, config, dataset):
@@ -71,21 +72,25 @@ class LLMRecommender(SequentialRecommender):
         self.tokenizer.padding_side = "left"
         self.eval_mode = config["eval_mode"]
         if self.eval_mode not in self.eval_modes:
-            raise ConfigValueError(f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}")
+            raise ConfigValueError(
+                f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
+            )
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
         answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
-            self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or "")
+            self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or ""
+        )
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
-        self.scorer = CandidateScorer(self.llm, row_chunk=config["llm_score_row_chunk"],
-                                      method=config["llm_score_method"] or "packed")
+        self.scorer = CandidateScorer(
+            self.llm, row_chunk=config["llm_score_row_chunk"], method=config["llm_score_method"] or "packed"
+        )
         self.eval_quantization = config["llm_eval_quantization"] or "none"
         self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
         self.config = config
-        self.n_candidates = config["stage2_candidates"]
-        self.objective = config["stage2_objective"] or "generate"
-        if self.objective not in OBJECTIVES:
+        self.n_candidates = config["stage2_candidates"] if self.trains_llm_stage else None
+        self.objective = (config["stage2_objective"] or "generate") if self.trains_llm_stage else None
+        if self.trains_llm_stage and self.objective not in OBJECTIVES:
             raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
         self.eval_negatives = eval_negatives(config)
         if self.trains_llm_stage and (self.objective == "index") != (self.eval_mode == "index"):
@@ -104,14 +109,21 @@ class LLMRecommender(SequentialRecommender):
             )
         if self.eval_mode == "index":
             shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1)
-            self.register_buffer("label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False)
+            self.register_buffer(
+                "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
+            )
         self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
 
     def train(self, mode=True):
-        """The frozen LLM stays in eval mode (no dropout) while the trained modules train."""
+        """The frozen LLM stays in eval mode (no dropout) while the trained modules train, unless the model
+        trains layers inside it (``llm_trains``: TALLRec's LoRA)."""
         super().train(mode)
-        self.llm.eval()
+        self.llm.train(mode and self.llm_trains)
         return self
+
+    def calculate_loss(self, interaction):
+        """RecBole's contract: the loss of the model's LLM-facing stage (``stage2_loss``)."""
+        return self.stage2_loss(interaction)
 
     # --- checkpoints: only what was trained -------------------------------------------------
     def trainable_state_dict(self):
@@ -134,7 +146,7 @@ class LLMRecommender(SequentialRecommender):
         """Last ``prompt_history_len`` items per user, oldest first: list of id lists."""
         seqs = item_seq.tolist()
         lengths = item_seq_len.tolist()
-        return [seq[max(0, n - self.history_len):n] for seq, n in zip(seqs, lengths)]
+        return [seq[max(0, n - self.history_len) : n] for seq, n in zip(seqs, lengths)]
 
     def tokenize_prompts(self, prompts):
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -177,7 +189,7 @@ class LLMRecommender(SequentialRecommender):
         scores = torch.empty(len(item_ids), device=item_ids.device)
         by_length = torch.argsort(self._token_estimate(interaction, block, first_rows))  # similar lengths share a pass
         for start in range(0, len(first_rows), self.eval_user_batch):
-            users = by_length[start:start + self.eval_user_batch].sort().values  # [u] block indices
+            users = by_length[start : start + self.eval_user_batch].sort().values  # [u] block indices
             local = torch.full((len(first_rows),), -1, dtype=torch.long, device=item_ids.device)
             local[users] = torch.arange(len(users), device=item_ids.device)
             rows = torch.isin(block, users).nonzero(as_tuple=True)[0]  # [r]
@@ -194,7 +206,9 @@ class LLMRecommender(SequentialRecommender):
         history = (self.answer_lengths[seq] * shown).sum(1)  # [U]
         answers = torch.zeros(len(first_rows), dtype=torch.long, device=seq.device)
         answers.index_add_(0, block, self.answer_lengths[interaction[self.ITEM_ID]])
-        return history + (answers if self.eval_mode == "index" else 2 * answers)  # candidates in the prompt (and as answers)
+        return history + (
+            answers if self.eval_mode == "index" else 2 * answers
+        )  # candidates in the prompt (and as answers)
 
     def on_evaluation_end(self):
         """Log the prompt tokens per evaluated user (the cost driver of LLM evaluation)."""
@@ -247,8 +261,15 @@ class LLMRecommender(SequentialRecommender):
         soft item token in its answer when ``prompt_answer`` has one."""
         soft = self.answer_soft(items)
         soft_id = self.tokenizer.convert_tokens_to_ids(self.answer_item_token) if soft is not None else None
-        return self.scorer.score(prompt, prompt_mask, self.answer_ids[items], self.answer_lengths[items], owner,
-                                 answer_soft=soft, soft_token_id=soft_id)
+        return self.scorer.score(
+            prompt,
+            prompt_mask,
+            self.answer_ids[items],
+            self.answer_lengths[items],
+            owner,
+            answer_soft=soft,
+            soft_token_id=soft_id,
+        )
 
     def answer_soft(self, items):
         """[N, H] soft token of each item inside its answer (``prompt_answer`` with {item_token}), or None.
@@ -272,7 +293,9 @@ class LLMRecommender(SequentialRecommender):
         sample = self.config["stage2_user_sample"] if stage.name != "stage1" else None
         if sample:
             users = np.unique(uid)
-            chosen = np.random.default_rng(self.config["seed"]).choice(users, size=min(int(sample), len(users)), replace=False)
+            chosen = np.random.default_rng(self.config["seed"]).choice(
+                users, size=min(int(sample), len(users)), replace=False
+            )
             keep &= np.isin(uid, chosen)
             getLogger().info(f"{stage.name}: training on a seeded sample of {len(chosen)} of {len(users)} users")
         subset = dataset.copy(inter[torch.from_numpy(keep)])
@@ -292,7 +315,9 @@ class LLMRecommender(SequentialRecommender):
         if k > self.n_items - 1 - exclude.shape[1]:
             allowed = int((keys >= 0).sum(1).min())
             if k > allowed:
-                raise ConfigValueError(f"stage2_candidates: {k + 1} needs {k} negatives but a user has only {allowed} unseen items")
+                raise ConfigValueError(
+                    f"stage2_candidates: {k + 1} needs {k} negatives but a user has only {allowed} unseen items"
+                )
         return keys.topk(k, dim=1).indices  # distinct: topk of a random key per item
 
     def training_candidates(self, seq, target):
@@ -340,7 +365,7 @@ class LLMRecommender(SequentialRecommender):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {self.scorer.keep_name: width + 1} if self.scorer.keep_name else {}
         logits = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs).logits
-        logits = logits[:, -(width + 1):-1].float()  # [B, La, V]: position t predicts answer token t
+        logits = logits[:, -(width + 1) : -1].float()  # [B, La, V]: position t predicts answer token t
         return F.cross_entropy(logits[answer_mask], answer[answer_mask])
 
     def rank_loss(self, target, candidates, prompt, prompt_mask):

@@ -10,6 +10,13 @@ from recbole_llmplugin.models.base import LLMRecommender
 
 
 class LLMOnly(LLMRecommender):
+    """LLM-Only baseline (A-LLMRec paper, Sec. 4; reference code: https://github.com/ghdtjr/A-LLMRec).
+
+    NOTE: the paper generates a title and counts hit@1; here candidates are ranked by answer likelihood
+    (``eval_mode: score``) or label logits (``index``) so RecBole's evaluator reports every metric.
+    """
+
     trains_llm_stage = False
+
     def calculate_loss(self, interaction):
         raise ConfigValueError("LLMOnly is not trained; it has no loss")

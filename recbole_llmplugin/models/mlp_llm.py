@@ -9,6 +9,11 @@ from recbole_llmplugin.models.allmrec import ALLMRec
 
 
 class MLPLLM(ALLMRec):
+    """MLP-LLM ablation (A-LLMRec paper, Sec. 4; reference code: https://github.com/ghdtjr/A-LLMRec).
+
+    NOTE: shares A-LLMRec's F_U / F_I shapes (``allmrec_architecture``), options and differences (see ALLMRec).
+    """
+
     stage1_modules = ()
 
     def joint_item_embeddings(self, items):

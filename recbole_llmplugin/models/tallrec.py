@@ -22,7 +22,15 @@ def lora_targets(llm, configured):
 
 
 class TALLRec(LLMRecommender):
+    """TALLRec (Bao et al., RecSys 2023, arXiv 2305.00447; reference code: https://github.com/SAI990323/TALLRec).
+
+    NOTE: TALLRec tunes LoRA on yes/no questions about one item; as A-LLMRec's baseline it is trained here on the
+    same prompts and objective as A-LLMRec's stage 2 (``stage2_objective``), with no CF tokens, so the two
+    differ only in what is trained.
+    """
+
     trainer_class = StagedTrainer
+    llm_trains = True  # LoRA layers inside the LLM train (dropout on in train mode)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -40,7 +48,6 @@ class TALLRec(LLMRecommender):
         )
         self.llm = get_peft_model(self.llm, lora)
         self.scorer.llm = self.llm
-        self.stage = "stage2"
         self.set_stage("eval")
 
     def train(self, mode=True):
@@ -48,7 +55,7 @@ class TALLRec(LLMRecommender):
         int8 evaluation copy made before is stale once they train."""
         if mode:
             self._eval_llm = None
-        return super(LLMRecommender, self).train(mode)
+        return super().train(mode)
 
     def set_stage(self, stage):
         for name, param in self.llm.named_parameters():
@@ -59,11 +66,17 @@ class TALLRec(LLMRecommender):
 
     def training_stages(self):
         c = self.config
-        return [Stage("stage2", c["stage2_epochs"], c["stage2_learning_rate"], c["stage2_batch_size"],
-                      stage_checkpoint(c, "lora"), validate=c["stage2_validate"], seed_offset=2)]
-
-    def calculate_loss(self, interaction):
-        return self.stage2_loss(interaction)
+        return [
+            Stage(
+                "stage2",
+                c["stage2_epochs"],
+                c["stage2_learning_rate"],
+                c["stage2_batch_size"],
+                stage_checkpoint(c, "lora"),
+                validate=c["stage2_validate"],
+                seed_offset=2,
+            )
+        ]
 
     def save_adapter(self, folder):
         """The LoRA adapter as a peft folder (``PeftModel.from_pretrained`` reads it)."""
