@@ -237,16 +237,17 @@ class ALLMRec(LLMRecommender):
         """Token embeddings with F_U(user) at [UserRep] and F_I(item) after each title."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
         device = input_ids.device
-        soft = {
-            USER_TOKEN: self.user_projection(self.user_representation(users)),  # [U, H]
-            HISTORY_TOKEN: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
-            CANDIDATE_TOKEN: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
+        soft = {  # computed only for the placeholders the templates use
+            USER_TOKEN: lambda: self.user_projection(self.user_representation(users)),  # [U, H]
+            HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
+            CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
         }
         embeds = embeds.clone()
-        for token, values in soft.items():
+        for token, make in soft.items():
             mask = input_ids == self.token_ids[token]  # [U, Lp]
             if not mask.any():  # a template without {item_token} / {user_token}: text only there
                 continue
+            values = make()
             if int(mask.sum()) != len(values):
                 raise ConfigValueError(
                     f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"

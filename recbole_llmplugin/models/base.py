@@ -206,9 +206,8 @@ class LLMRecommender(SequentialRecommender):
         history = (self.answer_lengths[seq] * shown).sum(1)  # [U]
         answers = torch.zeros(len(first_rows), dtype=torch.long, device=seq.device)
         answers.index_add_(0, block, self.answer_lengths[interaction[self.ITEM_ID]])
-        return history + (
-            answers if self.eval_mode == "index" else 2 * answers
-        )  # candidates in the prompt (and as answers)
+        shown = 1 if self.eval_mode == "index" else 2  # candidates in the prompt (and as answers)
+        return history + shown * answers
 
     def on_evaluation_end(self):
         """Log the prompt tokens per evaluated user (the cost driver of LLM evaluation)."""
