@@ -17,6 +17,7 @@ import yaml
 
 from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.identity import config_identity, dataset_identity
+from recbole_llmplugin.locks import claim
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.runner import build_config, evaluate_saved, train_and_evaluate
 
@@ -32,6 +33,15 @@ def prepare_backbone(config, config_file_list, config_dict):
     key = digest(cf_model, backbone_identity(backbone_config))
     folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
     path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
+    with claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits, then reuses it
+        result = _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
+    config["cf_checkpoint"] = path
+    result["model"] = f"{cf_model} (backbone)"
+    return [result]
+
+
+def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path):
+    folder = os.path.dirname(path)
     summary = path[:-4] + ".json"
     logger = getLogger()
     if os.path.isfile(path) and os.path.isfile(summary):
@@ -52,9 +62,7 @@ def prepare_backbone(config, config_file_list, config_dict):
         result = json.loads(json.dumps(result, default=float))
         result["saved_model_file"] = path
         atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
-    config["cf_checkpoint"] = path
-    result["model"] = f"{cf_model} (backbone)"
-    return [result]
+    return result
 
 
 def backbone_identity(backbone_config):
@@ -62,8 +70,8 @@ def backbone_identity(backbone_config):
     keys) without this plugin's own keys (stages, prompts, LLM...), which a RecBole model never reads, plus
     the content of its dataset files."""
     plugin_keys = set()
-    for name in ("overall.yaml", "model/ALLMRec.yaml"):
-        with open(properties_dir() / name, encoding="utf-8") as handle:
+    for name in ["overall.yaml"] + sorted(os.listdir(properties_dir() / "model")):
+        with open(properties_dir() / (name if name == "overall.yaml" else f"model/{name}"), encoding="utf-8") as handle:
             plugin_keys |= set(yaml.safe_load(handle) or {})
     plugin_keys -= {"train_neg_sample_args"}
     return [config_identity(backbone_config, exclude=plugin_keys), dataset_identity(backbone_config)]

@@ -25,6 +25,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.validation import read_yaml_file
 from recbole_llmplugin.files import atomic_write
 
 COSTS = [
@@ -39,8 +40,9 @@ CHART_METRICS = ["hit@1", "ndcg@10"]
 
 
 def load_spec(path):
-    with open(path, encoding="utf-8") as handle:
-        spec = yaml.safe_load(handle) or {}
+    if not os.path.isfile(path):
+        raise ConfigValueError(f"benchmark file '{path}' does not exist; check --benchmark")
+    spec = read_yaml_file(path, loader=yaml.SafeLoader)
     missing = [k for k in ("benchmark_models", "benchmark_datasets") if not spec.get(k)]
     if missing:
         raise ConfigValueError(f"benchmark file '{path}' needs {', '.join(missing)} (lists of names)")
@@ -137,20 +139,21 @@ def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
 
 
 def markdown_table(rows):
-    metrics = [k for k in rows[0] if "@" in k and not k.endswith("_std")] if rows else []
+    """One line per (dataset, model); the metric columns are those of every run that finished, whatever the
+    position of a failed one, whose error goes in the last column."""
+    metrics = list(dict.fromkeys(k for row in rows for k in row if "@" in k and not k.endswith("_std")))
     table = []
     for row in rows:
-        cells = [row["dataset"], row["model"]]
-        if row["runs"] == 0:
-            table.append(cells + [f"FAILED: {row.get('error', '')[:60]}"] + [""] * (len(metrics) + len(COSTS) - 1))
-            continue
+        cells = [row["dataset"], row["model"], row["runs"]]
         cells += [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "" for m in metrics]
         cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
+        error = row.get("error", "")
+        cells.append(f"FAILED {row['failed']}: {error[:80]}" if error else "")
         table.append(cells)
     headers = (
-        ["dataset", "model"]
+        ["dataset", "model", "runs"]
         + metrics
-        + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s"]
+        + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s", "error"]
     )
     return tabulate(table, headers=headers, tablefmt="github")
 

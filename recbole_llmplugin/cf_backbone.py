@@ -10,26 +10,40 @@ its mask token is appended) and ``(user, item_seq)`` (Caser).
 import inspect
 import os
 
+from recbole.utils import ModelType
 from torch import nn
 
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.trainer import load_checkpoint
+from recbole_llmplugin.checkpoints import load_checkpoint
 
 
-def load_backbone_checkpoint(path):
+def load_backbone_checkpoint(path, dataset_name, trust=False):
+    """The checkpoint dict of a CF backbone, checked before any work: a RecBole sequential model's checkpoint
+    trained on ``dataset_name``."""
     if not path or not os.path.isfile(path):
         raise ConfigValueError(f"cf_checkpoint: '{path}' is not a file; give a RecBole checkpoint (.pth) or 'auto'")
-    return load_checkpoint(path)
+    checkpoint = load_checkpoint(path, trust=trust)
+    cf_config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if cf_config is None or "state_dict" not in checkpoint:
+        raise ConfigValueError(f"cf_checkpoint '{path}' is not a RecBole checkpoint (no config / state_dict)")
+    if cf_config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+        raise ConfigValueError(
+            f"cf_checkpoint '{path}' holds {cf_config['model']}, not a sequential model; A-LLMRec needs a RecBole "
+            f"sequential model (SASRec, GRU4Rec, ...) trained on this dataset"
+        )
+    if cf_config["dataset"] != dataset_name:
+        raise ConfigValueError(f"cf_checkpoint '{path}' was trained on '{cf_config['dataset']}', not '{dataset_name}'")
+    return checkpoint
 
 
 class CFBackbone(nn.Module):
     """A frozen RecBole sequential model: ``item_embeddings()`` and ``user_representation()``."""
 
-    def __init__(self, checkpoint_path, dataset, device="cpu"):
+    def __init__(self, checkpoint_path, dataset, device="cpu", trust=False):
         super().__init__()
         from recbole_llmplugin.registry import get_model_class
 
-        checkpoint = load_backbone_checkpoint(checkpoint_path)
+        checkpoint = load_backbone_checkpoint(checkpoint_path, dataset.dataset_name, trust)
         cf_config = checkpoint["config"]
         model_class = get_model_class(cf_config["model"])
         item_table = next((v for k, v in checkpoint["state_dict"].items() if k == "item_embedding.weight"), None)
@@ -41,10 +55,6 @@ class CFBackbone(nn.Module):
             raise ConfigValueError(
                 f"cf_checkpoint '{checkpoint_path}' was trained on {cf_config['dataset']} with {item_table.shape[0]} items, "
                 f"this dataset has {dataset.item_num}; train the backbone on this dataset (cf_checkpoint: auto)"
-            )
-        if cf_config["dataset"] != dataset.dataset_name:
-            raise ConfigValueError(
-                f"cf_checkpoint '{checkpoint_path}' was trained on '{cf_config['dataset']}', not '{dataset.dataset_name}'"
             )
         cf_config["device"] = device
         self.model = model_class(cf_config, dataset)

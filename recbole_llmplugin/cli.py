@@ -3,6 +3,11 @@
 import argparse
 import sys
 
+INTERRUPTED = (
+    "interrupted: every finished epoch of a plugin stage is saved (nothing half-written); run the same command "
+    "again to resume from there"
+)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
@@ -29,6 +34,9 @@ def main(argv=None):
         except PluginError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
         return 0 if all(r["failed"] == 0 for r in rows) else 1
 
     from recbole_llmplugin import PluginError
@@ -41,6 +49,9 @@ def main(argv=None):
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
     print(
         f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "

@@ -66,7 +66,7 @@ def _fix_ray_import():
 
 
 class _TorchWithPickleLoad(types.ModuleType):
-    """The torch module, except that ``load`` defaults to ``weights_only=False``."""
+    """The torch module, except that ``load`` reads RecBole's pickles with the plugin's restricted unpickler."""
 
     def __init__(self, torch_module):
         super().__init__(torch_module.__name__)
@@ -76,16 +76,19 @@ class _TorchWithPickleLoad(types.ModuleType):
         return getattr(self._torch, name)
 
     def load(self, *args, **kwargs):
+        from recbole_llmplugin.checkpoints import restricted_pickle
+
         kwargs.setdefault("weights_only", False)
+        kwargs.setdefault("pickle_module", restricted_pickle)
         return self._torch.load(*args, **kwargs)
 
 
 def _fix_torch_load():
     # torch >= 2.6 defaults torch.load(weights_only=True); RecBole pickles its Config and numpy
-    # state into checkpoints, so its trainer's resume and best-model reload fail. Give only
-    # RecBole's trainer module a torch whose load keeps the old default; torch.load elsewhere is
-    # untouched. (RecBole's quick_start.load_data_and_model imports torch locally and cannot be
-    # reached this way: use recbole_llmplugin.load_data_and_model, which reads RecBole checkpoints.)
+    # state into checkpoints with protocol 4, which the weights-only loader cannot read, so its trainer's
+    # resume and best-model reload fail. Give only RecBole's trainer module a torch whose load uses the
+    # plugin's restricted unpickler (RecBole's own types only); torch.load elsewhere is untouched.
+    # (RecBole's quick_start.load_data_and_model imports torch locally and cannot be reached this way: use recbole_llmplugin.load_data_and_model, which reads RecBole checkpoints.)
     import torch
 
     module = importlib.import_module("recbole.trainer.trainer")

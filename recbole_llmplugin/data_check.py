@@ -2,7 +2,7 @@
 
 import os
 
-from recbole_llmplugin.errors import DatasetNotFoundError
+from recbole_llmplugin.errors import ConfigValueError, DatasetNotFoundError
 
 __all__ = ["DatasetNotFoundError", "check_dataset", "require_item_file"]
 
@@ -31,6 +31,23 @@ def check_dataset(config):
             f"dataset '{dataset}': missing {', '.join(missing)} in '{os.path.abspath(folder)}'; "
             f"put the RecBole atomic files there or set data_path"
         )
+    encoding = config["encoding"] or "utf-8"
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(dataset + ".") and os.path.isfile(os.path.join(folder, name)):
+            check_encoding(os.path.join(folder, name), encoding)
+
+
+def check_encoding(path, encoding):
+    """RecBole reads atomic files as ``encoding`` (utf-8 unless set): a file in another one fails deep in pandas."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as error:
+        raise ConfigValueError(
+            f"'{os.path.abspath(path)}' is not {encoding} text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+            f"convert it to {encoding} (e.g. iconv -f latin1 -t utf-8) or set encoding to the file's"
+        ) from None
 
 
 def require_item_file(config):

@@ -117,6 +117,17 @@ def load_or_draw(config, dataset, n_neg, source):
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
     if os.path.isfile(path):
         stored = np.load(path, allow_pickle=False)
+        recorded = str(stored["data_fingerprint"]) if "data_fingerprint" in stored else None
+        if recorded is not None and recorded != source.fingerprint:
+            raise ConfigValueError(
+                f"eval_candidates_file '{path}' was drawn for other interactions (data hash {recorded}, this data "
+                f"{source.fingerprint}): its negatives could be items the users interacted with; remove the setting "
+                f"or the file to draw new ones"
+            )
+        if recorded is None:
+            logger.warning(
+                f"eval_candidates_file '{path}' records no data hash: it cannot be checked against this data"
+            )
         if int(stored["n_neg"]) != n_neg:
             raise ConfigValueError(
                 f"eval_candidates_file '{path}' holds {int(stored['n_neg'])} negatives per user, the run asks "
@@ -144,6 +155,7 @@ def load_or_draw(config, dataset, n_neg, source):
     arrays = {
         "n_neg": np.array(n_neg),
         "seed": np.array(seed),
+        "data_fingerprint": np.array(source.fingerprint),
         "user_tokens": dataset.id2token(uid_field, users).astype(str),
     }
     for phase in PHASES:
@@ -176,6 +188,24 @@ class FixedCandidateSampler:
         return torch.from_numpy(np.ascontiguousarray(negatives.T).reshape(-1))
 
 
+def check_enough_negatives(dataset, valid_data, test_data):
+    """RecBole's uniN sampler with fewer than N unseen items for some user: it would loop or repeat items."""
+    for loader in (valid_data, test_data):
+        if not isinstance(loader, NegSampleEvalDataLoader) or loader.neg_sample_args["distribution"] == "none":
+            continue
+        n_neg = loader.neg_sample_args["sample_num"]
+        uid = _column(dataset, dataset.uid_field).astype(np.int64)
+        iid = _column(dataset, dataset.iid_field).astype(np.int64)
+        seen = np.bincount(np.unique(uid * dataset.item_num + iid) // dataset.item_num, minlength=dataset.user_num)
+        short = int((dataset.item_num - 1 - seen[seen > 0] < n_neg).sum())
+        if short:
+            raise ConfigValueError(
+                f"eval_args mode uni{n_neg}: {short} users have fewer than {n_neg} items they never interacted with "
+                f"({dataset.item_num - 1} items in all); lower N"
+            )
+        return
+
+
 def apply_eval_candidates(config, dataset, valid_data, test_data, source):
     """Give the evaluation loaders fixed candidates when ``eval_candidates: fixed``.
 
@@ -183,6 +213,7 @@ def apply_eval_candidates(config, dataset, valid_data, test_data, source):
     """
     mode = config["eval_candidates"] or "recbole"
     if mode == "recbole":
+        check_enough_negatives(dataset, valid_data, test_data)
         return
     if mode != "fixed":
         raise ConfigValueError(f"eval_candidates: '{mode}' is not one of recbole, fixed")

@@ -28,6 +28,9 @@ RUN_LOCAL_KEYS = frozenset(
         "port",
         "single_spec",
         "worker",
+        # the command line's file names (their content is in the resolved config)
+        "config_files",
+        "benchmark",
         # where files go, what is shown
         "checkpoint_dir",
         "data_path",
@@ -47,6 +50,7 @@ RUN_LOCAL_KEYS = frozenset(
         "llm_score_row_chunk",
         # resolved separately: replaced by the content of the file it names
         "cf_checkpoint",
+        "trust_checkpoint",
         # a benchmark file's own keys (its per-model overrides reach each run's config directly)
         "benchmark_models",
         "benchmark_datasets",

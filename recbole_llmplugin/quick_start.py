@@ -5,7 +5,11 @@ A model that declares ``needs_cf_backbone`` (A-LLMRec, MLP-LLM) with ``cf_checkp
 trained or reused first (``backbones``); the run itself is ``runner.train_and_evaluate``.
 """
 
+import os
+import tempfile
 import time
+
+import yaml
 
 from recbole.utils import init_logger, init_seed
 
@@ -21,7 +25,7 @@ from recbole_llmplugin.runner import (  # noqa: F401  (re-exported: the public r
     restore,
     train_and_evaluate,
 )
-from recbole_llmplugin.trainer import load_checkpoint
+from recbole_llmplugin.checkpoints import load_checkpoint
 
 
 def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, saved=True):
@@ -36,18 +40,33 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
     return result
 
 
+def _rebuild_config(checkpoint):
+    """The config of the run that wrote a plugin checkpoint, from the properties it recorded. They go through a
+    YAML file, as they came: RecBole would ``eval`` string values given as a config_dict."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "properties.yaml")
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(checkpoint["config_overrides"], handle, allow_unicode=True)
+        config, _ = build_config(checkpoint["model"], checkpoint["dataset"], [path])
+    return config
+
+
 def needs_backbone(model_class):
     return bool(getattr(model_class, "needs_cf_backbone", False))
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, trust_checkpoint=False):
     """Reload a saved run (plugin or RecBole model) for evaluation or inference.
 
     Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function;
-    the loaders carry the same evaluation candidates as the run that saved the checkpoint.
+    the loaders carry the same evaluation candidates as the run that saved the checkpoint. A RecBole checkpoint
+    is unpickled with the type allow-list of ``checkpoints`` unless ``trust_checkpoint``.
     """
-    checkpoint = load_checkpoint(model_file)
-    config = checkpoint["config"]
+    checkpoint = load_checkpoint(model_file, trust=trust_checkpoint)
+    if checkpoint.get("weights") is not None:  # the plugin's checkpoint: its run's properties, rebuilt
+        config = _rebuild_config(checkpoint)
+    else:
+        config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     check_dataset(config)

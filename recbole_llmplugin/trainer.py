@@ -1,8 +1,9 @@
-"""RecBole Trainer for LLM models: checkpoints hold only the trained modules (safetensors) + config.
+"""RecBole Trainer for LLM models: checkpoints hold only the trained modules, in one safetensors file.
 
-Saving a frozen LLM or CF backbone with every checkpoint would cost gigabytes per run; this trainer
-writes ``<name>.safetensors`` (trainable parameters) beside RecBole's ``<name>.pth`` (config, epoch,
-optimizer), and reloads both for ``evaluate(load_best_model=True)`` and resuming.
+Saving a frozen LLM or CF backbone with every checkpoint would cost gigabytes per run; this trainer writes the
+trainable parameters, the optimizer state and JSON metadata (``checkpoints``: no pickle) and reloads them for
+``evaluate(load_best_model=True)``. The staged trainer resumes an interrupted stage exactly: at every epoch
+boundary it writes a resume state (weights, optimizer, every RNG) and claims the stage with a lock (``locks``).
 """
 
 import os
@@ -14,34 +15,32 @@ import numpy as np
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
-from safetensors.torch import load_file, save_file
 
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.checkpoints import (
+    config_overrides,
+    load_checkpoint,
+    load_plugin_checkpoint,
+    optimizer_parts,
+    restore_rng,
+    rng_parts,
+    save_plugin_checkpoint,
+)
 from recbole_llmplugin.identity import artefact_digest
+from recbole_llmplugin.locks import claim
 
 
-def weights_path(checkpoint_file):
-    return os.path.splitext(checkpoint_file)[0] + ".safetensors"
-
-
-def save_checkpoint(path, meta, weights):
-    """Write ``weights`` (name -> tensor) as safetensors and ``meta`` with torch.save, each atomically."""
-    weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
-    atomic_write(weights_path(path), lambda tmp: save_file(weights, tmp))
-    meta = dict(meta, state_dict=None, weights_file=os.path.basename(weights_path(path)))
-    atomic_write(path, lambda tmp: torch.save(meta, tmp, pickle_protocol=4))
-
-
-def load_checkpoint(path, map_location="cpu"):
-    """RecBole checkpoint dict; for plugin checkpoints ``weights`` holds the safetensors tensors."""
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    if checkpoint.get("weights_file"):
-        checkpoint["weights"] = load_file(os.path.join(os.path.dirname(path), checkpoint["weights_file"]))
-    return checkpoint
+def unique_checkpoint_name(path, suffix):
+    """RecBole names checkpoints to the second (``<Model>-<date>.pth``): two runs started in the same second
+    would write one file. The plugin adds the process id."""
+    return f"{os.path.splitext(path)[0]}-{os.getpid()}{suffix}"
 
 
 class LLMTrainer(Trainer):
     """RecBole's Trainer, optimising only parameters that require grad, with light checkpoints."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = unique_checkpoint_name(self.saved_model_file, ".safetensors")
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in kwargs.pop("params", self.model.parameters()) if p.requires_grad]
@@ -69,34 +68,29 @@ class LLMTrainer(Trainer):
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        meta = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-        }
-        save_checkpoint(saved_model_file, meta, self.model.trainable_state_dict())
+        meta, tensors = self._training_state(epoch)
+        save_plugin_checkpoint(saved_model_file, meta, self.model.trainable_state_dict(), tensors)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _training_state(self, epoch):
+        """(JSON-able meta, optimizer tensors) of the training state after ``epoch``."""
+        tensors, optimizer_meta = optimizer_parts(self.optimizer) if self.optimizer is not None else ({}, None)
+        meta = {
+            "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            "config_overrides": config_overrides(self.config),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "optimizer_meta": optimizer_meta,
+        }
+        return meta, tensors
 
     def _load_weights(self, checkpoint_file):
         checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
         self.model.load_trainable_state_dict(checkpoint["weights"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
         return checkpoint
-
-    def resume_checkpoint(self, resume_file):
-        resume_file = str(resume_file)
-        self.saved_model_file = resume_file
-        checkpoint = self._load_weights(resume_file)
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        if self.optimizer is not None and checkpoint.get("optimizer"):
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
@@ -110,10 +104,12 @@ class LLMTrainer(Trainer):
 
 
 def stage_checkpoint(config, name):
-    """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.pth``, hashed by the one identity rule
+    """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.safetensors``, hashed by the one identity rule
     (``identity.artefact_digest``): same config (minus run-local keys), data and backbone -> same checkpoint."""
     key = artefact_digest(config)
-    return os.path.join(config["checkpoint_dir"], config["model"].lower(), f"{config['dataset']}-{name}-{key}.pth")
+    return os.path.join(
+        config["checkpoint_dir"], config["model"].lower(), f"{config['dataset']}-{name}-{key}.safetensors"
+    )
 
 
 @dataclass
@@ -170,13 +166,42 @@ class StagedTrainer(LLMTrainer):
         self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=stage.learning_rate)
         self.saved_model_file = stage.checkpoint
         self.stage_loss = getattr(self.model, f"{stage.name}_loss")  # the model's loss of this stage
+        self.stage_name = stage.name
+        self._resumed_rng = None
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self._resumed_rng is not None:  # the RNG state of the interrupted run at this epoch boundary
+            restore_rng(*self._resumed_rng, loader=train_data)
+            self._resumed_rng = None
+        elif epoch_idx > 0:  # the previous epoch (and its validation) is done: its state resumes exactly
+            self._save_resume_state(epoch_idx, train_data)
         return super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func or self.stage_loss, show_progress=show_progress
         )
 
+    def _save_resume_state(self, epoch_idx, loader):
+        meta, tensors = self._training_state(epoch_idx)
+        rng_tensors, rng_meta = rng_parts(loader)
+        meta.update(rng=rng_meta, best_valid_result=self.best_valid_result)
+        save_plugin_checkpoint(
+            resume_path(self.saved_model_file), meta, self.model.trainable_state_dict(), {**tensors, **rng_tensors}
+        )
+
+    def _resume(self, path):
+        """Continue a stage from its resume state: weights, optimizer, counters and RNGs of that epoch boundary."""
+        meta, tensors = load_plugin_checkpoint(path, map_location=self.device)
+        self.model.load_trainable_state_dict(meta["weights"])
+        self.optimizer.load_state_dict(meta["optimizer"])
+        self.start_epoch, self.cur_step = meta["epoch"], meta["cur_step"]
+        self.best_valid_score, self.best_valid_result = meta["best_valid_score"], meta.get("best_valid_result")
+        self._resumed_rng = (tensors, meta["rng"])
+        self.logger.info(set_color(f"resuming {path}", "green") + f": from epoch {self.start_epoch}")
+
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
+        with claim(stage.checkpoint, f"{stage.name} ({os.path.basename(stage.checkpoint)})"):
+            return self._fit_claimed_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
+
+    def _fit_claimed_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
         self._reset_for(stage)
         if os.path.isfile(stage.checkpoint):
@@ -187,7 +212,9 @@ class StagedTrainer(LLMTrainer):
                     set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {stage.checkpoint}"
                 )
                 return checkpoint["best_valid_score"], checkpoint.get("best_valid_result")
-            self.resume_checkpoint(stage.checkpoint)
+        if os.path.isfile(resume_path(stage.checkpoint)):
+            self._resume(resume_path(stage.checkpoint))
+        # else: interrupted before the first epoch boundary (or never started): the stage starts over
         loader = self.model.stage_train_loader(stage, train_data)
         self.logger.info(
             set_color(f"{stage.name}", "green")
@@ -200,10 +227,20 @@ class StagedTrainer(LLMTrainer):
             self._load_weights(stage.checkpoint)
         elif not os.path.isfile(stage.checkpoint):
             self._save_checkpoint(self.epochs - 1, verbose=verbose)
-        checkpoint = load_checkpoint(stage.checkpoint)
-        meta = {k: v for k, v in checkpoint.items() if k not in ("weights", "state_dict", "weights_file")}
+        meta, tensors = load_plugin_checkpoint(stage.checkpoint)
+        weights = meta.pop("weights")
+        meta.pop("optimizer", None)
         meta.update(stage_complete=True, best_valid_result=self.best_valid_result)
-        save_checkpoint(stage.checkpoint, meta, checkpoint["weights"])
+        save_plugin_checkpoint(
+            stage.checkpoint, meta, weights, {k: v for k, v in tensors.items() if not k.startswith("weights.")}
+        )
+        if os.path.isfile(resume_path(stage.checkpoint)):
+            os.remove(resume_path(stage.checkpoint))
         if hasattr(self.model, "save_adapter"):  # e.g. TALLRec: also a peft adapter folder
             self.model.save_adapter(os.path.splitext(stage.checkpoint)[0] + "-adapter")
         return result
+
+
+def resume_path(checkpoint):
+    """The resume state beside a stage checkpoint (removed when the stage completes)."""
+    return os.path.splitext(checkpoint)[0] + ".resume.safetensors"

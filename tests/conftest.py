@@ -142,6 +142,58 @@ def tiny_config(tiny_llm):
     }
 
 
+BACKBONE_PROPS = {"hidden_size": 16, "inner_size": 32, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1}
+
+
+def train_backbone(tiny_config, folder, model="SASRec", **extra):
+    extra_props = (
+        {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
+        if model == "BERT4Rec"
+        else {}
+    )
+    props = {**tiny_config, **BACKBONE_PROPS, **extra_props, **extra, "checkpoint_dir": str(folder)}
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        from recbole_llmplugin import run_recbole_llm
+
+        return run_recbole_llm(model, TINY_DATASET, config_dict=props)["saved_model_file"]
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def backbone(tmp_path_factory, tiny_llm):
+    config = {
+        "data_path": str(REPO / "dataset"),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "MAX_ITEM_LIST_LENGTH": 20,
+        "train_neg_sample_args": None,
+        "show_progress": False,
+        "state": "WARNING",
+        "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
+    }
+    return train_backbone(config, tmp_path_factory.mktemp("backbone"))
+
+
+@pytest.fixture
+def allmrec_config(tiny_config, tiny_encoder, backbone):
+    return {
+        **tiny_config,
+        "cf_checkpoint": backbone,
+        "text_encoder": tiny_encoder,
+        "stage1_embedding_size": 8,
+        "stage1_hidden_size": 16,
+        "projection_hidden_size": 16,
+        "stage1_epochs": 2,
+        "stage2_epochs": 1,
+        "stage1_batch_size": 16,
+        "stage2_batch_size": 8,
+        "stage2_candidates": 5,
+        "eval_candidates": "fixed",
+    }
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_models: end-to-end test with the real default LLM / encoder")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from conftest import TINY_DATASET
+from conftest import BACKBONE_PROPS, TINY_DATASET, train_backbone
 from recbole.utils import init_seed
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.cf_backbone import CFBackbone
@@ -12,57 +12,6 @@ from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
 from recbole_llmplugin.models.base import prompt_order, user_blocks
 from recbole_llmplugin.quick_start import build_config, prepare_data
-
-BACKBONE_PROPS = {"hidden_size": 16, "inner_size": 32, "embedding_size": 16, "n_layers": 1, "n_heads": 1, "epochs": 1}
-
-
-def train_backbone(tiny_config, folder, model="SASRec", **extra):
-    extra_props = (
-        {"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}
-        if model == "BERT4Rec"
-        else {}
-    )
-    props = {**tiny_config, **BACKBONE_PROPS, **extra_props, **extra, "checkpoint_dir": str(folder)}
-    cwd = os.getcwd()
-    os.chdir(folder)
-    try:
-        return run_recbole_llm(model, TINY_DATASET, config_dict=props)["saved_model_file"]
-    finally:
-        os.chdir(cwd)
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory, tiny_llm):
-    from conftest import REPO
-
-    config = {
-        "data_path": str(REPO / "dataset"),
-        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
-        "MAX_ITEM_LIST_LENGTH": 20,
-        "train_neg_sample_args": None,
-        "show_progress": False,
-        "state": "WARNING",
-        "eval_args": {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"},
-    }
-    return train_backbone(config, tmp_path_factory.mktemp("backbone"))
-
-
-@pytest.fixture
-def allmrec_config(tiny_config, tiny_encoder, backbone):
-    return {
-        **tiny_config,
-        "cf_checkpoint": backbone,
-        "text_encoder": tiny_encoder,
-        "stage1_embedding_size": 8,
-        "stage1_hidden_size": 16,
-        "projection_hidden_size": 16,
-        "stage1_epochs": 2,
-        "stage2_epochs": 1,
-        "stage1_batch_size": 16,
-        "stage2_batch_size": 8,
-        "stage2_candidates": 5,
-        "eval_candidates": "fixed",
-    }
 
 
 def build(allmrec_config, **overrides):
@@ -200,7 +149,7 @@ def test_full_sort_reranks_backbone_top_k(workdir, allmrec_config):
 
 def test_resumed_stage1_gives_uninterrupted_metrics(workdir, allmrec_config):
     first = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
-    stage1 = glob.glob("saved/allmrec/*stage1*.pth")
+    stage1 = glob.glob("saved/allmrec/*stage1*.safetensors")
     stage2 = glob.glob("saved/allmrec/*stage2*")
     assert len(stage1) == 1 and stage2
     for path in stage2:
@@ -208,7 +157,7 @@ def test_resumed_stage1_gives_uninterrupted_metrics(workdir, allmrec_config):
     second = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
     assert dict(second["test_result"]) == dict(first["test_result"])
     assert "stage1_seconds" in first["costs"] and second["costs"]["stage1_seconds"] < first["costs"]["stage1_seconds"]
-    assert os.path.getsize(first["saved_model_file"].replace(".pth", ".safetensors")) < 2_000_000  # no LLM, no backbone
+    assert os.path.getsize(first["saved_model_file"]) < 2_000_000  # no LLM, no backbone
 
 
 def test_cf_checkpoint_auto_trains_then_reuses_backbone(workdir, allmrec_config):
@@ -443,7 +392,7 @@ def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_confi
             {"eval_mode": "index", "stage2_objective": "index", "prompt_index_labels": "ABC"},
             "3 labels for 10 candidates",
         ),
-        ({"eval_mode": "rank"}, "eval_mode: 'rank' is not one of score, generate, index"),
+        ({"eval_mode": "rank"}, "eval_mode: 'rank' is not one of score, index, generate"),
     ],
 )
 def test_index_mode_errors(workdir, allmrec_config, overrides, message):
@@ -512,6 +461,8 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
     other_llm = shutil.copytree(tiny_llm, tmp_path / "same-llm-elsewhere")
     for key, value in [
         ("item_text_max_tokens", 3),
+        ("prompt_item_separator", " | "),  # the stale-reuse probe of issue 9
+        ("prompt_bos", False),
         ("prompt_template", "{user_token}{history} -> {candidates}: "),
         ("llm_path", str(other_llm)),
         ("learner", "sgd"),
@@ -525,3 +476,4 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
     assert _stage_files(allmrec_config, checkpoint_dir=str(tmp_path / "elsewhere")) == base
     assert _stage_files(allmrec_config, llm_eval_user_batch=5, eval_batch_size=100) == base
     assert _stage_files(allmrec_config, benchmark_models=["ALLMRec", "SASRec"]) == base  # a benchmark file's keys
+    assert _stage_files(allmrec_config, config_files="renamed.yaml") == base  # file names: content counts, not names

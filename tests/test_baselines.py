@@ -11,7 +11,6 @@ from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.quick_start import build_config, prepare_data
 from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.trainer import Stage
-from test_allmrec import allmrec_config, backbone  # noqa: F401  (fixtures)
 
 
 def build(name, config_dict):

@@ -125,3 +125,26 @@ def test_labelled_entries_run_their_model_with_their_properties(tmp_path):
     runner = FakeRunner()
     rows = {r["model"]: r for r in run_benchmark(path, runner)}
     assert set(rows) == {"A", "A-variant"} and [c[0] for c in runner.calls] == ["A", "A"]
+
+
+@pytest.mark.parametrize("failing", ["A", "B", "C"])
+def test_summary_stays_well_formed_whichever_model_fails(spec, tmp_path, failing):
+    run_benchmark(spec, FakeRunner(fail={failing}))
+    lines = [line for line in (tmp_path / "out" / "summary.md").read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:5] == ["dataset", "model", "runs", "hit@1", "ndcg@10"] and header[-1] == "error"
+    rows = {cells[1]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    assert all(len(cells) == len(header) for cells in rows.values())
+    assert rows[failing][header.index("hit@1")] == "" and "exploded" in rows[failing][-1]
+    assert rows[failing][header.index("train s")] == ""
+    for model in {"A", "B", "C"} - {failing}:
+        assert "±" in rows[model][header.index("hit@1")] and rows[model][-1] == ""
+
+
+def test_missing_or_unparsable_benchmark_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigValueError, match="does not exist"):
+        run_benchmark(tmp_path / "nope.yaml", FakeRunner())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("benchmark_models: [A\n")
+    with pytest.raises(ConfigValueError, match="bad.yaml' line .*YAML does not parse"):
+        run_benchmark(bad, FakeRunner())

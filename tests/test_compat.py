@@ -27,14 +27,22 @@ def test_recbole_config_builds_on_numpy2(workdir):
     assert config["model"] == "Pop"
 
 
-def test_recbole_trainer_loads_pickled_checkpoints(tmp_path):
+def test_recbole_trainer_loads_pickled_checkpoints_with_recbole_types_only(tmp_path):
+    import pickle
+
     import recbole.trainer.trainer as trainer_module
+    from recbole.utils import ModelType
 
     path = tmp_path / "ckpt.pth"
-    torch.save({"config": _Pickled(3)}, path)
+    state = {"state_dict": {"w": torch.ones(2)}, "type": ModelType.SEQUENTIAL, "n": np.int64(3)}
+    torch.save(state, path, pickle_protocol=4)  # as RecBole saves: the weights-only loader cannot read protocol 4
     with pytest.raises(Exception):
         torch.load(path)  # torch's own default stays weights_only=True
-    assert trainer_module.torch.load(path)["config"].value == 3
+    loaded = trainer_module.torch.load(path)
+    assert loaded["type"] is ModelType.SEQUENTIAL and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
+    torch.save({"config": _Pickled(3)}, path, pickle_protocol=4)  # any other global is refused
+    with pytest.raises(pickle.UnpicklingError, match="_Pickled"):
+        trainer_module.torch.load(path)
 
 
 def test_quick_start_imports_without_ray():

@@ -66,7 +66,16 @@ def test_special_tokens_are_added_and_llm_frozen(tiny_llm):
         (["--model=NoSuchRec", "--dataset=ml-100k"], "unknown model 'NoSuchRec'"),
         (["--model=GRU4Rec", "--dataset=no-such-data", "--loss_type=BPR"], "dataset 'no-such-data'"),
         (["--model=SASRec", "--dataset=ml-100k"], "train_neg_sample_args"),
-        (["--model=LLMOnly", "--dataset=ml-100k", "--llm_path=/nonexistent/model"], "llm_path='/nonexistent/model'"),
+        (
+            [
+                "--model=LLMOnly",
+                "--dataset=ml-100k",
+                "--llm_path=/nonexistent/model",
+                "--eval_args={'split':{'LS':'valid_and_test'},'group_by':'user','order':'TO','mode':'uni19'}",
+            ],
+            "llm_path='/nonexistent/model'",
+        ),
+        (["--model=LLMOnly", "--dataset=ml-100k"], "LLMOnly ranks sampled candidates: set eval_args mode to uniN"),
     ],
 )
 def test_cli_errors_are_one_line(workdir, args, expected):

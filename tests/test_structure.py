@@ -79,13 +79,16 @@ def test_register_model_names_a_missing_property_file(tmp_path):
 def test_multi_stage_interface(workdir, tiny_config, tiny_encoder):
     """StagedTrainer trains each stage with the model's ``<stage>_loss``; plain LLM models read no stage keys."""
     from recbole_llmplugin.quick_start import build_config, prepare_data
+    from recbole_llmplugin.errors import ConfigValueError
     from recbole_llmplugin.trainer import Stage, StagedTrainer
 
+    with pytest.raises(ConfigValueError, match="stage2_objective: 'bogus' is not one of"):  # checked, used or not
+        build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "bogus"})
     config, model_class = build_config(
-        "LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "bogus"}
+        "LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "index"}
     )
     _, train_data, _, _ = prepare_data(config)
-    model = model_class(config, train_data._dataset)  # stage2_objective is not read: no error
+    model = model_class(config, train_data._dataset)  # stage2_objective is not read: no index-mode error
     assert model.objective is None and model.n_candidates is None
 
     config, model_class = build_config("TALLRec", TINY_DATASET, config_dict={**tiny_config, "stage2_candidates": 5})

@@ -90,6 +90,7 @@ class ALLMRec(LLMRecommender):
     stage2_modules = ("user_projection", "item_projection")
     eval_modes = ("score", "generate", "index")
     answer_item_token = CANDIDATE_TOKEN
+    full_sort = True  # the backbone's top rerank_topk items, re-ranked
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -106,7 +107,9 @@ class ALLMRec(LLMRecommender):
                 f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}"
             )
 
-        self.backbone = CFBackbone(config["cf_checkpoint"], dataset, device=config["device"])
+        self.backbone = CFBackbone(
+            config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
+        )
         d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
 
         self.sentence_encoder, d_item = None, d

@@ -56,6 +56,7 @@ class LLMRecommender(SequentialRecommender):
     trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
     llm_trains = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
+    full_sort = False  # ranks all items (eval_args mode full) through full_sort_predict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -75,6 +76,9 @@ class LLMRecommender(SequentialRecommender):
             raise ConfigValueError(
                 f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
             )
+        # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token
+        # would sit at position 0, the attention sink, whose hidden state the LLM overwrites (README, "Prompts")
+        self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
         answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
@@ -89,6 +93,11 @@ class LLMRecommender(SequentialRecommender):
         self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
         self.config = config
         self.n_candidates = config["stage2_candidates"] if self.trains_llm_stage else None
+        if self.n_candidates and self.n_candidates > dataset.item_num - 1:
+            raise ConfigValueError(
+                f"stage2_candidates: {self.n_candidates} but {dataset.dataset_name} has {dataset.item_num - 1} items; "
+                f"use at most {dataset.item_num - 1}"
+            )
         self.objective = (config["stage2_objective"] or "generate") if self.trains_llm_stage else None
         if self.trains_llm_stage and self.objective not in OBJECTIVES:
             raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
@@ -149,6 +158,7 @@ class LLMRecommender(SequentialRecommender):
         return [seq[max(0, n - self.history_len) : n] for seq, n in zip(seqs, lengths)]
 
     def tokenize_prompts(self, prompts):
+        prompts = [self.prompt_prefix + prompt for prompt in prompts]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
 

@@ -1,0 +1,239 @@
+"""Every bad input a user can give ends in ONE line on stderr (``error: ...``, exit code 2) that names the value,
+the key or file, and the fix, before any training: a table of cases run through the command line's ``main``
+in-process (tiny models, tiny-synth)."""
+
+import os
+import pickle
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import BACKBONE_PROPS, REPO, TINY_DATASET, train_backbone
+from recbole_llmplugin.cli import main
+
+DATA = REPO / "dataset"
+UNI9 = {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"}
+
+
+class Hostile:  # a pickle that would run code when loaded
+    def __reduce__(self):
+        return (shutil.rmtree, ("/nonexistent-target",))
+
+
+def _dataset_copy(tmp_path, name, edit_item=None, drop_item=False, encoding="utf-8"):
+    folder = tmp_path / "data" / name
+    folder.mkdir(parents=True)
+    source = DATA / TINY_DATASET
+    shutil.copy(source / f"{TINY_DATASET}.inter", folder / f"{name}.inter")
+    if not drop_item:
+        lines = (source / f"{TINY_DATASET}.item").read_text(encoding="utf-8").splitlines()
+        lines = [lines[0]] + [edit_item(line) if edit_item else line for line in lines[1:]]
+        text = "\n".join(lines) + "\n"
+        (folder / f"{name}.item").write_bytes(text.encode(encoding, errors="replace"))
+    return str(tmp_path / "data")
+
+
+def _blank_title(line):
+    item, _, year = line.split("\t")
+    return f"{item}\t\t{year}"
+
+
+def _latin1(line):
+    return line.replace("東京", "Café")  # representable in latin-1: the file is valid latin-1, not utf-8
+
+
+# case id -> (model, command-line properties, YAML-file properties, expected text of the one line)
+CASES = {
+    # misspelt or unused keys
+    "misspelt llm_path": ("LLMOnly", ["--llm_pth=/x"], {}, "unknown property 'llm_pth': did you mean 'llm_path'?"),
+    "misspelt stage2_epochs": ("ALLMRec", ["--stage2_epoch=3"], {}, "did you mean 'stage2_epochs'?"),
+    "misspelt in a file": ("LLMOnly", [], {"eval_user_sampel": 5}, "did you mean 'eval_user_sample'?"),
+    # ranges
+    "epochs 0 with an auto backbone": ("ALLMRec", ["--epochs=0", "--cf_checkpoint=auto"], {}, "would leave"),
+    "epochs 0 for a RecBole model": ("GRU4Rec", ["--epochs=0"], {}, "epochs: 0 would leave GRU4Rec untrained"),
+    "stage2_epochs 0": ("ALLMRec", ["--stage2_epochs=0"], {}, "stage2_epochs: 0 must be an integer >= 1"),
+    "stage1_epochs 0": ("ALLMRec", ["--stage1_epochs=0"], {}, "stage1_epochs: 0 must be an integer >= 1"),
+    "negative history": ("LLMOnly", ["--prompt_history_len=-3"], {}, "prompt_history_len: -3 must be an integer"),
+    "stage2_epochs abc": ("ALLMRec", ["--stage2_epochs=abc"], {}, "stage2_epochs: 'abc' must be an integer"),
+    "stage2_batch_size 0": ("ALLMRec", ["--stage2_batch_size=0"], {}, "stage2_batch_size: 0 must be"),
+    "negative learning rate": ("ALLMRec", ["--stage2_learning_rate=-0.1"], {}, "stage2_learning_rate: -0.1 must be"),
+    "zero learning rate": ("ALLMRec", ["--stage1_learning_rate=0"], {}, "stage1_learning_rate: 0 must be a number > 0"),
+    "llm_eval_user_batch 0": ("LLMOnly", ["--llm_eval_user_batch=0"], {}, "llm_eval_user_batch: 0 must be"),
+    "eval_user_sample -5": ("LLMOnly", ["--eval_user_sample=-5"], {}, "eval_user_sample: -5 must be an integer >= 1"),
+    "train_batch_size 0": ("GRU4Rec", ["--train_batch_size=0"], {}, "train_batch_size: 0 must be"),
+    "learning_rate 0": ("GRU4Rec", ["--learning_rate=0"], {}, "learning_rate: 0 must be a number > 0"),
+    "MAX_ITEM_LIST_LENGTH 0": ("LLMOnly", ["--MAX_ITEM_LIST_LENGTH=0"], {}, "MAX_ITEM_LIST_LENGTH: 0 must be"),
+    "stage2_candidates 1": ("TALLRec", ["--stage2_candidates=1"], {}, "stage2_candidates: 1 must be an integer >= 2"),
+    "stage1_alpha -1": ("ALLMRec", ["--stage1_alpha=-1"], {}, "stage1_alpha: -1 must be a number >= 0"),
+    "lora_dropout 1.5": ("TALLRec", ["--lora_dropout=1.5"], {}, "lora_dropout: 1.5 must be a number >= 0 and < 1"),
+    "item_text_max_tokens 0": ("LLMOnly", ["--item_text_max_tokens=0"], {}, "item_text_max_tokens: 0 must be"),
+    "rerank_topk 0": ("ALLMRec", ["--rerank_topk=0"], {}, "rerank_topk: 0 must be an integer >= 1"),
+    "adam_betas scalar": ("ALLMRec", ["--adam_betas=0.9"], {}, "adam_betas: 0.9 must be a list"),
+    "prompt_bos string": ("LLMOnly", [], {"prompt_bos": "yes"}, "prompt_bos: 'yes' must be True or False"),
+    # enums (typos are errors whether the model reads the key or not)
+    "eval_mode typo": ("LLMOnly", ["--eval_mode=scor"], {}, "eval_mode: 'scor' is not one of score, index, generate"),
+    "joint_embedding typo, unused": ("LLMOnly", ["--joint_embedding=cff"], {}, "joint_embedding: 'cff' is not one of"),
+    "joint_embedding typo, MLPLLM": ("MLPLLM", ["--joint_embedding=txt"], {}, "joint_embedding: 'txt' is not one of"),
+    "objective typo": ("TALLRec", ["--stage2_objective=ranks"], {}, "stage2_objective: 'ranks' is not one of"),
+    "eval_candidates typo": ("LLMOnly", ["--eval_candidates=fixd"], {}, "eval_candidates: 'fixd' is not one of"),
+    "llm_dtype typo": ("LLMOnly", ["--llm_dtype=fp17"], {}, "llm_dtype: 'fp17' is not one of"),
+    "architecture typo": ("ALLMRec", ["--allmrec_architecture=offical"], {}, "allmrec_architecture: 'offical'"),
+    "text_encoder_trainable typo": ("ALLMRec", ["--text_encoder_trainable=some"], {}, "text_encoder_trainable: 'some'"),
+    "8bit on CPU": ("LLMOnly", ["--llm_quantization=8bit"], {}, "llm_quantization: 8bit needs CUDA and bitsandbytes"),
+    # data-dependent, before any training
+    "more training candidates than items": ("TALLRec", ["--stage2_candidates=100"], {}, "stage2_candidates: 100 but"),
+    "uniN above the unseen items": ("LLMOnly", [], {"eval_args": {**UNI9, "mode": "uni39"}}, "mode uni39: "),
+    "mode full on a sampled-only model": ("LLMOnly", [], {"eval_args": {**UNI9, "mode": "full"}}, "not full"),
+    "prompt without history": ("LLMOnly", ["--prompt_template=Pick one: {candidates}"], {}, "must contain {history}"),
+    # files
+    "config file missing": ("LLMOnly", ["--config_files=nowhere.yaml"], None, "'nowhere.yaml' does not exist"),
+    "config file does not parse": ("LLMOnly", [], "epochs: [1\n", "YAML does not parse"),
+    "config file is a list": ("LLMOnly", [], "- 1\n- 2\n", "holds a list, not 'key: value' lines"),
+    "benchmark file missing": ("LLMOnly", ["--benchmark=nowhere.yaml"], None, "benchmark file 'nowhere.yaml' does not"),
+    "latin-1 item file": ("LLMOnly", ["data:latin1"], {}, "is not utf-8 text"),
+    "all titles empty": ("LLMOnly", ["data:blank"], {}, "none of the 40 items has text"),
+    "no item file": ("ALLMRec", ["data:noitem", "--cf_checkpoint=auto"], {}, "LLM models need item text"),
+    # models and checkpoints
+    "llm_path missing folder": ("LLMOnly", ["--llm_path=/nonexistent/model"], {}, "llm_path='/nonexistent/model'"),
+    "llm_path is an encoder": ("LLMOnly", ["llm:encoder"], {}, "not a causal (next-token) LM"),
+    "text_encoder unknown name": ("ALLMRec", ["--text_encoder=no-such-encoder-xyz"], {}, "text_encoder='no-such"),
+    "cf_checkpoint missing": ("ALLMRec", ["--cf_checkpoint=/nonexistent.pth"], {}, "is not a file"),
+    "cf_checkpoint corrupt": ("ALLMRec", ["ckpt:corrupt"], {}, "is not a readable torch checkpoint"),
+    "cf_checkpoint hostile": ("ALLMRec", ["ckpt:hostile"], {}, "refused (it could run code)"),
+    "cf_checkpoint not sequential": ("ALLMRec", ["ckpt:bpr"], {}, "holds BPR, not a sequential model"),
+    "foreign candidate file": ("LLMOnly", ["ckpt:candidates"], {}, "was drawn for other interactions"),
+    "unknown model": ("NoSuchRec", [], {}, "unknown model 'NoSuchRec'"),
+}
+
+
+@pytest.fixture(scope="module")
+def bpr_checkpoint(tmp_path_factory, tiny_llm):
+    folder = tmp_path_factory.mktemp("bpr")
+    props = {
+        "data_path": str(DATA),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "eval_args": UNI9,
+        "show_progress": False,
+        "state": "WARNING",
+        "epochs": 1,
+    }
+    return train_backbone(props, folder, model="BPR")
+
+
+def _resolve(args, tmp_path, tiny_llm, tiny_encoder, backbone, bpr_checkpoint):
+    out = []
+    for arg in args:
+        kind, _, what = arg.partition(":")
+        if kind == "data":
+            edits = {
+                "latin1": dict(edit_item=_latin1, encoding="latin-1"),
+                "blank": dict(edit_item=_blank_title),
+                "noitem": dict(drop_item=True),
+            }[what]
+            out += [f"--data_path={_dataset_copy(tmp_path, TINY_DATASET, **edits)}"]
+        elif kind == "llm":
+            out.append(f"--llm_path={tiny_encoder}")  # a sentence-transformers BERT folder
+        elif kind == "ckpt":
+            path = tmp_path / f"{what}.pth"
+            if what == "corrupt":
+                path.write_bytes(b"PK\x03\x04 not really a zip file" * 10)
+            elif what == "hostile":
+                torch.save({"config": Hostile(), "state_dict": {}}, path)
+            elif what == "bpr":
+                path = bpr_checkpoint
+            elif what == "candidates":
+                path = tmp_path / "candidates.npz"
+                np.savez(path, n_neg=np.array(9), seed=np.array(1), data_fingerprint=np.array("0123456789ab"))
+                out.append(f"--eval_candidates_file={path}")
+                out.append("--eval_candidates=fixed")
+                continue
+            out.append(f"--cf_checkpoint={path}")
+        else:
+            out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line(case, workdir, tiny_config, tiny_llm, tiny_encoder, backbone, bpr_checkpoint, capsys):
+    model, args, file_props, expected = CASES[case]
+    props = {
+        **tiny_config,
+        "text_encoder": tiny_encoder,
+        "cf_checkpoint": backbone,
+        **BACKBONE_PROPS,
+        "epochs": 1,
+        "eval_args": UNI9,
+    }
+    args = _resolve(args, workdir, tiny_llm, tiny_encoder, backbone, bpr_checkpoint)
+    base = workdir / "base.yaml"
+    base.write_text(yaml.safe_dump(props, allow_unicode=True))
+    files = [str(base)]
+    if isinstance(file_props, dict) and file_props:
+        (workdir / "case.yaml").write_text(yaml.safe_dump(file_props, allow_unicode=True))
+        files.append(str(workdir / "case.yaml"))
+    elif isinstance(file_props, str):
+        (workdir / "case.yaml").write_text(file_props)
+        files.append(str(workdir / "case.yaml"))
+    if not any(a.startswith("--config_files=") for a in args):
+        args = args + [f"--config_files={' '.join(files)}"]
+    argv = [f"--model={model}", f"--dataset={TINY_DATASET}", *args]
+    old_argv = sys.argv
+    sys.argv = ["run_recbole_llm.py", *argv]  # RecBole's Config reads the command line itself
+    try:
+        code = main(argv)
+    finally:
+        sys.argv = old_argv
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err[-2000:]
+    assert len(lines) == 1 and expected in lines[0], err[-2000:]
+    assert "Traceback" not in err
+    assert not list(workdir.glob("saved/**/*.safetensors")), "trained something before failing"
+    assert not list(workdir.glob("saved/cf_backbones/*.pth")), "trained a backbone before failing"
+
+
+def test_hostile_pickle_never_runs(tmp_path):
+    """The restricted loader refuses any global that is not a RecBole checkpoint type (here a function)."""
+    from recbole_llmplugin.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.errors import ConfigValueError
+
+    path = tmp_path / "hostile.pth"
+    torch.save({"x": Hostile()}, path, pickle_protocol=4)
+    with pytest.raises(ConfigValueError, match="shutil.rmtree"):
+        load_recbole_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError):
+        from recbole_llmplugin.checkpoints import restricted_pickle
+
+        with open(tmp_path / "plain.pkl", "wb") as handle:
+            pickle.dump(Hostile(), handle)
+        with open(tmp_path / "plain.pkl", "rb") as handle:
+            restricted_pickle.load(handle)
+
+
+def test_a_run_with_local_models_opens_no_socket(workdir, allmrec_config, monkeypatch):
+    """Local LLM and text encoder (as the defaults are): the hub is switched off and nothing touches the network."""
+    import socket
+
+    import huggingface_hub.constants
+
+    from recbole_llmplugin import run_recbole_llm
+
+    attempts = []
+
+    def refuse(self_or_address, *args, **kwargs):
+        attempts.append((self_or_address, args))
+        raise OSError("network access in a local run")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as in a fresh process
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    result = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
+    assert result["test_result"]["hit@1"] >= 0
+    assert attempts == []
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
