@@ -14,6 +14,7 @@ import recbole
 import yaml
 
 from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.identity import RUN_LOCAL_KEYS
 from recbole_llmplugin.paths import properties_dir
 
 
@@ -198,24 +199,7 @@ def known_keys():
 
 
 # keys read from the command line or set by RecBole / the plugin at run time, found in no property file
-_RUNTIME_KEYS = {
-    "model",
-    "dataset",
-    "config_files",
-    "benchmark",
-    "local_rank",
-    "nproc",
-    "world_size",
-    "offset",
-    "ip",
-    "port",
-    "single_spec",
-    "benchmark_models",
-    "benchmark_datasets",
-    "benchmark_seeds",
-    "benchmark_output",
-    "benchmark_model_properties",
-}
+_RUNTIME_KEYS = {"model", "dataset"} | RUN_LOCAL_KEYS
 
 
 def user_keys(config):

@@ -237,3 +237,14 @@ def test_a_run_with_local_models_opens_no_socket(workdir, allmrec_config, monkey
     assert result["test_result"]["hit@1"] >= 0
     assert attempts == []
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_pairwise_model_gets_its_negatives_back(workdir, tiny_config, caplog):
+    """A shared profile turns training negatives off for sequential models (``train_neg_sample_args: ~``); BPR
+    cannot train without them: it gets RecBole's default ones, and the log says so (RecBole would KeyError)."""
+    from recbole_llmplugin import run_recbole_llm
+
+    props = {**tiny_config, "train_neg_sample_args": None, "epochs": 1, "embedding_size": 8}
+    result = run_recbole_llm("BPR", TINY_DATASET, config_dict=props)
+    assert result["test_result"]["hit@5"] > 0
+    assert "BPR is a pairwise model: training negatives turned back on" in caplog.text
