@@ -17,6 +17,8 @@ from conftest import REPO, TINY_DATASET
 DRIVER = """
 import json, os, signal, sys
 sys.argv = sys.argv[:2]
+# Ctrl-C as in a terminal: a process started in the background of a non-interactive shell inherits SIGINT ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 config = json.load(open(sys.argv[1]))
 kill = os.environ.get("KILL_AT")  # "<stage>:<n>": a signal (KILL_SIGNAL, SIGKILL) at the n-th batch of that stage
 if kill:
