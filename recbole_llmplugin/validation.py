@@ -6,6 +6,7 @@ except the few whose bad values RecBole accepts silently (``RECBOLE_RULES``).
 """
 
 import difflib
+import functools
 import glob
 import os
 from dataclasses import dataclass
@@ -186,14 +187,16 @@ def _yaml_keys(paths):
     return keys
 
 
+@functools.lru_cache(maxsize=None)
 def recbole_keys():
-    """Every key a property file of RecBole defines."""
+    """Every key a property file of RecBole defines (read once per process)."""
     recbole_root = os.path.join(os.path.dirname(recbole.__file__), "properties")
     return _yaml_keys(glob.glob(os.path.join(recbole_root, "**", "*.yaml"), recursive=True)) | set(RECBOLE_RULES)
 
 
+@functools.lru_cache(maxsize=None)
 def known_keys():
-    """Every key a property file of RecBole or of the plugin defines (plus the plugin's table)."""
+    """Every key a property file of RecBole or of the plugin defines (plus the plugin's table); read once."""
     files = glob.glob(os.path.join(str(properties_dir()), "**", "*.yaml"), recursive=True)
     return recbole_keys() | _yaml_keys(files) | set(RULES) | _RUNTIME_KEYS
 
