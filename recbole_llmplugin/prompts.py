@@ -96,3 +96,17 @@ class PromptBuilder:
         for index, ids in enumerate(encoded, start=1):
             table[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return table, torch.tensor(lengths, dtype=torch.long)
+
+
+def item_vocabulary_tokens(tokenizer, n_items, offset, reserved=()):
+    """[n_items] one ordinary token of the LLM's vocabulary per item (``allmrec_token_space: vocabulary``): the
+    tokens from id ``offset`` on, in order, skipping special and added tokens and ``reserved`` ids (the candidate
+    labels); index 0 (padding) gets the pad token."""
+    skipped = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values()) | set(reserved)
+    ids = [i for i in range(offset, len(tokenizer)) if i not in skipped][: n_items - 1]
+    if len(ids) < n_items - 1:
+        raise ConfigValueError(
+            f"item_vocabulary_offset: {offset} leaves {len(ids)} ordinary LLM tokens for {n_items - 1} items; "
+            f"lower it, or use allmrec_token_space: projected"
+        )
+    return torch.tensor([tokenizer.pad_token_id] + ids, dtype=torch.long)

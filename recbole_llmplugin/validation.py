@@ -110,6 +110,8 @@ RULES = {
     "trust_checkpoint": BOOL,
     # model files (ALLMRec, MLPLLM, TALLRec)
     "allmrec_architecture": _enum("official", "paper"),
+    "allmrec_token_space": _enum("projected", "vocabulary"),
+    "item_vocabulary_offset": _int(0),
     "cf_model": STR,
     "cf_checkpoint": STR,
     "stage1_embedding_size": POSITIVE,

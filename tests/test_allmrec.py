@@ -477,3 +477,71 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
     assert _stage_files(allmrec_config, llm_eval_user_batch=5, eval_batch_size=100) == base
     assert _stage_files(allmrec_config, benchmark_models=["ALLMRec", "SASRec"]) == base  # a benchmark file's keys
     assert _stage_files(allmrec_config, config_files="renamed.yaml") == base  # file names: content counts, not names
+
+
+VOCABULARY = {
+    "eval_mode": "index",
+    "stage2_objective": "index",
+    "allmrec_token_space": "vocabulary",
+    "prompt_template": "History: {history}. Candidates: {candidates}. Answer:{user_token}",
+    "item_vocabulary_offset": 100,
+}
+
+
+def vocabulary_prompts(model, batch):
+    """(users, candidates [B, C], input ids [B, L], embeddings [B, L, H]) of a training batch's prompts."""
+    torch.manual_seed(0)
+    target, candidates, embeds, _ = model.training_prompts(batch)
+    users = model.user_fields(batch, torch.arange(len(target)))
+    histories = model.recent_history(users["item_seq"], users["item_seq_len"])
+    input_ids, _ = model.tokenize_prompts(model.prompt_texts(histories, candidates.tolist()))
+    return target, users, candidates, input_ids, embeds
+
+
+def test_vocabulary_token_space_shows_items_as_vocabulary_tokens(workdir, allmrec_config):
+    """allmrec_token_space vocabulary: every history and candidate item is shown as its own ordinary LLM token
+    (distinct; no special, added or label token), the prompt's last token is the candidates' tokens mixed by
+    softmax <F_U(u), F_I(item)> / sqrt(H), and the index loss reaches F_U and F_I through that mixture."""
+    model, train_data, _ = build(allmrec_config, **VOCABULARY)
+    ids = model.item_vocab_ids[1:].tolist()
+    assert len(set(ids)) == model.n_items - 1 and min(ids) >= 100
+    reserved = set(model.tokenizer.all_special_ids) | set(model.label_ids.tolist()) | set(model.token_ids.values())
+    assert not reserved & set(ids)
+    model.set_stage("stage2")
+    model.train()
+    batch = _batch(model, train_data, "stage2", n=4)
+    target, users, candidates, input_ids, embeds = vocabulary_prompts(model, batch)
+    table = model.llm.get_input_embeddings().weight
+    shown = embeds[input_ids == model.token_ids[CANDIDATE_TOKEN]]  # [B*C, H]
+    torch.testing.assert_close(shown, table[model.item_vocab_ids[candidates.reshape(-1)]])
+    shown_history = [i for h in model.recent_history(users["item_seq"], users["item_seq_len"]) for i in h]
+    torch.testing.assert_close(
+        embeds[input_ids == model.token_ids[HISTORY_TOKEN]], table[model.item_vocab_ids[torch.tensor(shown_history)]]
+    )
+    assert bool((input_ids[:, -1] == model.token_ids[USER_TOKEN]).all())  # the query token ends every prompt
+    weights = model.candidate_weights(users, candidates.tolist())  # [B, C]
+    torch.testing.assert_close(weights.sum(1), torch.ones(len(target)))
+    expected = (weights[:, :, None] * table[model.item_vocab_ids[candidates]]).sum(1)
+    torch.testing.assert_close(embeds[:, -1], expected)
+    torch.manual_seed(0)
+    loss = model.stage2_loss(batch)
+    loss.backward()
+    for module in (model.user_projection, model.item_projection):
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"allmrec_token_space": "vocabulary"}, "allmrec_token_space: vocabulary ranks by the candidate labels"),
+        (
+            {**VOCABULARY, "prompt_template": "{user_token}History: {history}. Candidates: {candidates}. Answer:"},
+            r"end prompt_template with \{user_token\}",
+        ),
+        ({**VOCABULARY, "item_vocabulary_offset": 390}, "item_vocabulary_offset: 390 leaves"),
+    ],
+)
+def test_vocabulary_token_space_errors(workdir, allmrec_config, overrides, message):
+    with pytest.raises(ConfigValueError, match=message):
+        build(allmrec_config, **overrides)

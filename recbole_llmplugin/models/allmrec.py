@@ -29,6 +29,10 @@ official code"):
   (LlamaRec's label verbalizer, with ``eval_mode: index``) are this plugin's options beside the paper's title
   generation; ``eval_mode: score`` ranks by answer likelihood, ``generate`` is the paper's protocol (exact
   match, where the reference code accepts a substring).
+- ``allmrec_token_space: vocabulary`` (plugin option, ``eval_mode: index``): items are shown as ordinary LLM
+  tokens and the user token ending the prompt is the candidates' tokens mixed by softmax <F_U(u), F_I(z_j)>,
+  so the frozen LLM's copy (induction) circuit answers the best-matching candidate's label; the paper's free
+  soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (README).
 - ``prompt_answer`` may hold ``{item_token}``: the candidate's F_I token inside its own scored answer (rank
   objective, score mode), a plugin option that the paper does not have.
 - Candidates are RecBole's ``uniN`` (``eval_candidates: fixed``: drawn once, shared by every model).
@@ -45,6 +49,7 @@ from torch import nn
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.models.base import LLMRecommender, prompt_order
+from recbole_llmplugin.prompts import item_vocabulary_tokens
 from recbole_llmplugin.text_encoder import (
     encode,
     frozen_embeddings,
@@ -57,6 +62,7 @@ USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[Cand
 
 
 ARCHITECTURES = ("official", "paper")
+TOKEN_SPACES = ("projected", "vocabulary")
 
 
 def mlp(in_size, hidden, out_size, dropout=0.0):
@@ -106,6 +112,8 @@ class ALLMRec(LLMRecommender):
             raise ConfigValueError(
                 f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}"
             )
+        self.token_space = config["allmrec_token_space"] or "projected"
+        self._check_token_space(config)
 
         self.backbone = CFBackbone(
             config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
@@ -121,8 +129,30 @@ class ALLMRec(LLMRecommender):
         self.user_projection = projection(self.architecture, d, hidden2, h_llm, nn.LeakyReLU())  # F_U
         self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
         self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
+        if self.token_space == "vocabulary":
+            reserved = self.label_ids.tolist()
+            ids = item_vocabulary_tokens(self.tokenizer, self.n_items, config["item_vocabulary_offset"], reserved)
+            self.register_buffer("item_vocab_ids", ids.to(config["device"]), persistent=False)  # [n_items]
         self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
         self.set_stage("eval")
+
+    def _check_token_space(self, config):
+        if self.token_space not in TOKEN_SPACES:
+            raise ConfigValueError(
+                f"allmrec_token_space: '{self.token_space}' is not one of {', '.join(TOKEN_SPACES)}"
+            )
+        if self.token_space != "vocabulary":
+            return
+        if self.eval_mode != "index":
+            raise ConfigValueError(
+                f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode and "
+                f"stage2_objective to index (got eval_mode {self.eval_mode})"
+            )
+        if not config["prompt_template"].rstrip().endswith("{user_token}"):
+            raise ConfigValueError(
+                "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
+                "with {user_token} (e.g. '... Answer:{user_token}')"
+            )
 
     def _build_stage1(self, config, d, d_joint):
         """Sentence encoder (or its cached item table) and the two stage-1 autoencoders."""
@@ -237,11 +267,14 @@ class ALLMRec(LLMRecommender):
         return self.prompt_builder.prompts(histories, candidates, USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
 
     def prompt_embeddings(self, input_ids, users, histories, candidates):
-        """Token embeddings with F_U(user) at [UserRep] and F_I(item) after each title."""
+        """Token embeddings with the user token at [UserRep] and an item token after each title: F_U(user) and
+        F_I(item) (``allmrec_token_space: projected``), or the items' vocabulary tokens and the candidate query
+        (``vocabulary``)."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
         device = input_ids.device
+        user = self._candidate_query if self.token_space == "vocabulary" else self._user_token
         soft = {  # computed only for the placeholders the templates use
-            USER_TOKEN: lambda: self.user_projection(self.user_representation(users)),  # [U, H]
+            USER_TOKEN: lambda: user(users, candidates),  # [U, H]
             HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
             CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
         }
@@ -258,13 +291,39 @@ class ALLMRec(LLMRecommender):
             embeds[mask] = values.to(embeds.dtype)
         return embeds
 
-    def _item_tokens(self, items, device):
+    def _user_token(self, users, candidates):
+        return self.user_projection(self.user_representation(users))  # [U, H] F_U(u)
+
+    def _projected_items(self, items, device):
         items = torch.as_tensor(items, dtype=torch.long, device=device)
-        return self.item_projection(self.joint_item_embeddings(items))
+        return self.item_projection(self.joint_item_embeddings(items))  # [N, H] F_I(item)
+
+    def _item_tokens(self, items, device):
+        """[N, H] the token shown for each item: F_I(item), or its vocabulary token (``vocabulary``)."""
+        if self.token_space == "vocabulary":
+            items = torch.as_tensor(items, dtype=torch.long, device=device)
+            return self.llm.get_input_embeddings()(self.item_vocab_ids[items])
+        return self._projected_items(items, device)
+
+    def candidate_weights(self, users, candidates):
+        """[U, C] ``vocabulary``: softmax over each prompt's candidates of <F_U(u), F_I(z_j)> / sqrt(H), the trained
+        CF match of the user with each candidate."""
+        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
+        user = self._user_token(users, candidates)  # [U, H]
+        items = self._projected_items(c.reshape(-1), c.device).view(*c.shape, -1)  # [U, C, H]
+        return torch.softmax((items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5, dim=1)  # [U, C]
+
+    def _candidate_query(self, users, candidates):
+        """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the
+        answer starts, it makes the LLM copy the label that follows the best-matching candidate's token (its
+        induction heads match repeated tokens; they do not match F_I's free vectors, README)."""
+        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
+        tokens = self.llm.get_input_embeddings()(self.item_vocab_ids[c])  # [U, C, H]
+        return (self.candidate_weights(users, candidates)[:, :, None] * tokens).sum(1)  # [U, H]
 
     def answer_soft(self, items):
         """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""
-        return self._item_tokens(items, items.device) if self.prompt_builder.answer_item_token else None
+        return self._projected_items(items, items.device) if self.prompt_builder.answer_item_token else None
 
     def stage1_loss(self, interaction):
         """Stage-1 loss as its four weighted parts (RecBole's trainer sums them and logs each)."""
