@@ -147,6 +147,19 @@ def test_full_sort_reranks_backbone_top_k(workdir, allmrec_config):
     assert not finite[0, history[history > 0]].any()
 
 
+def test_full_sort_index_mode_labels_every_reranked_item(workdir, allmrec_config):
+    """eval_mode index in full-sort re-ranking lists rerank_topk candidates: each needs its own label, more than
+    the training prompts' 5."""
+    full = {**allmrec_config["eval_args"], "mode": "full"}
+    model, _, test_data = build(
+        allmrec_config, rerank_topk=12, eval_mode="index", stage2_objective="index", eval_args=full
+    )
+    assert len(model.label_ids) == 12
+    interaction = next(iter(test_data))[0][:10:10]
+    scores = model.full_sort_predict(interaction)
+    assert torch.isfinite(scores).sum(1).tolist() == [12] * len(interaction)
+
+
 def test_resumed_stage1_gives_uninterrupted_metrics(workdir, allmrec_config):
     first = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
     stage1 = glob.glob("saved/allmrec/*stage1*.safetensors")

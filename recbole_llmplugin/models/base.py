@@ -117,7 +117,9 @@ class LLMRecommender(SequentialRecommender):
                 f"eval_mode score and stage2_objective rank (got {self.eval_mode}, {self.objective})"
             )
         if self.eval_mode == "index":
-            shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1)
+            full = self.full_sort and self.eval_negatives is None  # full-sort evaluation lists the top rerank_topk
+            reranked = (config["rerank_topk"] or 0) if full else 0
+            shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1, reranked)
             self.register_buffer(
                 "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
             )
