@@ -138,9 +138,7 @@ class ALLMRec(LLMRecommender):
 
     def _check_token_space(self, config):
         if self.token_space not in TOKEN_SPACES:
-            raise ConfigValueError(
-                f"allmrec_token_space: '{self.token_space}' is not one of {', '.join(TOKEN_SPACES)}"
-            )
+            raise ConfigValueError(f"allmrec_token_space: '{self.token_space}' is not one of {', '.join(TOKEN_SPACES)}")
         if self.token_space != "vocabulary":
             return
         if self.eval_mode != "index":
