@@ -115,6 +115,38 @@ def write_results(path, results):
     atomic_write(str(path), lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1), encoding="utf-8"))
 
 
+def text_chart(series, references, width=56, height=14, top=None):
+    """A plain-text chart of hit@1 against training examples (log scale), readable in a terminal or a README
+    code block: ``series`` {name: [(examples, hit@1)]} drawn with markers a, b, c ...; ``references``
+    {name: hit@1} as horizontal lines of -, =, ~ ..."""
+    xs = [x for points in series.values() for x, _ in points]
+    ys = [y for points in series.values() for _, y in points] + list(references.values())
+    if not xs:
+        return ""
+    low, high = math.log10(min(xs)), math.log10(max(xs))
+    top = top or max(0.1, math.ceil(max(ys) * 10 + 0.5) / 10)
+    column = lambda x: round((math.log10(x) - low) / ((high - low) or 1) * (width - 1))  # noqa: E731
+    row = lambda y: height - 1 - min(height - 1, max(0, round(y / top * (height - 1))))  # noqa: E731
+    grid = [[" "] * width for _ in range(height)]
+    legend = []
+    for (name, value), line in zip(references.items(), "-=~.:"):
+        for c in range(width):
+            grid[row(value)][c] = line
+        legend.append(f"{line * 3} {name}: {value:.3f}")
+    for (name, points), marker in zip(series.items(), "abcdefghijklmnopqrstuvwxyz"):
+        for x, y in points:
+            grid[row(y)][column(x)] = marker
+        legend.append(f" {marker}  {name}: " + ", ".join(f"{y:.3f} at {x}" for x, y in points))
+    lines = [f"{top - r * top / (height - 1):5.2f} |" + "".join(cells) for r, cells in enumerate(grid)]
+    ticks = [" "] * width
+    for x in sorted(set(xs)):
+        label = str(x)
+        start = min(column(x), width - len(label))
+        ticks[start : start + len(label)] = label
+    lines += ["      +" + "-" * width, "       " + "".join(ticks), "hit@1 against training examples (log scale)"]
+    return "\n".join(lines + legend)
+
+
 def draw(output, results):
     """curve.md (one row per label and point) and curve.png (hit@1 against training examples)."""
     import matplotlib
@@ -183,6 +215,17 @@ def draw(output, results):
     figure.tight_layout()
     atomic_write(str(output / "curve.png"), lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
     plt.close(figure)
+    series = {
+        label: [
+            (p["examples"], p["test"]["hit@1"]) for p in sorted(run["points"].values(), key=lambda p: p["examples"])
+        ]
+        for label, run in sorted(results.items())
+        if run["points"]
+    }
+    marks = {name: r["hit@1"] for name, r in references.items()}
+    if chance:
+        marks["chance"] = chance
+    lines += ["", "```text", text_chart(series, marks), "```"]
     atomic_write(str(output / "curve.md"), lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return "\n".join(lines)
 
@@ -291,6 +334,7 @@ def run(
             start = time.time()
             batch = batch.to(model.device)
             loss = model.calculate_loss(batch)
+            loss = sum(loss) if isinstance(loss, tuple) else loss  # parts: LLM objective, auxiliary loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -298,9 +342,9 @@ def run(
             seen += len(batch)
             done = seen
             progress.update(len(batch))
-            progress.set_postfix(loss=float(loss))
+            progress.set_postfix(loss=loss.item())
             if done % 50 < len(batch):
-                logger.info(f"learning curve {label}: {done} examples, loss {float(loss):.4f}, {train_seconds:.0f} s")
+                logger.info(f"learning curve {label}: {done} examples, loss {loss.item():.4f}, {train_seconds:.0f} s")
             if done >= todo[0]:
                 model.eval()
                 eval_start = time.time()

@@ -112,6 +112,7 @@ RULES = {
     "allmrec_architecture": _enum("official", "paper"),
     "allmrec_token_space": _enum("projected", "vocabulary"),
     "item_vocabulary_offset": _int(0),
+    "stage2_match_weight": WEIGHT,
     "cf_model": STR,
     "cf_checkpoint": STR,
     "stage1_embedding_size": POSITIVE,

@@ -558,3 +558,45 @@ def test_vocabulary_token_space_shows_items_as_vocabulary_tokens(workdir, allmre
 def test_vocabulary_token_space_errors(workdir, allmrec_config, overrides, message):
     with pytest.raises(ConfigValueError, match=message):
         build(allmrec_config, **overrides)
+
+
+def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidates(workdir, allmrec_config):
+    """stage2_match_weight w: stage 2's loss is (LLM objective, w * CE of <F_U(u), F_I(item)> / sqrt(H) over the
+    prompt's candidates against the target); the LLM part is unchanged, the match part trains F_U / F_I only,
+    and RecBole's trainer sums and logs both parts."""
+    from recbole_llmplugin.trainer import Stage, StagedTrainer
+
+    plain, train_data, _ = build(allmrec_config, **VOCABULARY)
+    model, _, _ = build(allmrec_config, **VOCABULARY, stage2_match_weight=0.5)
+    model.load_state_dict(plain.state_dict())
+    for m in (plain, model):
+        m.set_stage("stage2")
+        m.train()
+    batch = _batch(model, train_data, "stage2", n=4)
+    torch.manual_seed(0)
+    llm_part, match_part = model.stage2_loss(batch)
+    torch.manual_seed(0)
+    target, candidates, _, _ = model.training_prompts(batch)
+    torch.manual_seed(0)
+    torch.testing.assert_close(llm_part, plain.stage2_loss(batch))  # weight 0: a plain tensor, the same LLM loss
+    users = model.user_fields(batch, torch.arange(len(target)))
+    root_h = model.user_projection[-1].out_features ** 0.5
+    user = model._user_token(users)  # [B, H]
+    scores = torch.tensor(
+        [
+            [float(user[b] @ model._projected_items([i], "cpu")[0]) / root_h for i in row]
+            for b, row in enumerate(candidates.tolist())
+        ]
+    )  # [B, C], one dot product at a time
+    labels = torch.tensor([row.index(t) for row, t in zip(candidates.tolist(), target.tolist())])
+    torch.testing.assert_close(match_part, 0.5 * torch.nn.functional.cross_entropy(scores, labels))
+    match_part.backward()
+    for module in (model.user_projection, model.item_projection):
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+    assert all(p.grad is None for p in model.llm.parameters())
+
+    trainer = StagedTrainer(model.config, model)
+    trainer._reset_for(Stage("stage2", 1, 1e-3, 4, "unused"))
+    loader = model.stage_train_loader(Stage("stage2", 1, 1e-3, 4, "unused"), train_data)
+    losses = trainer._train_epoch(loader, 0)
+    assert isinstance(losses, tuple) and len(losses) == 2 and all(x > 0 for x in losses)

@@ -211,3 +211,18 @@ def test_cf_tokens_carry_the_signal(workdir, markov, tiny_encoder, llm_only, mod
     for ablated in (permuted, zeroed):
         assert ablated["hit@1"] <= learned["hit@1"] - (gain - 0.05)
         assert ablated["hit@1"] <= CHANCE_HIT1 + 0.1
+
+
+def test_text_chart_places_points_and_reference_lines():
+    """The README's learning-curve chart: log-x columns, y rows from the top, one marker per series."""
+    from recbole_llmplugin.learning_curve import text_chart
+
+    chart = text_chart(
+        {"low": [(100, 0.1), (1000, 0.3)], "high": [(300, 0.5)]}, {"SASRec": 0.4}, width=21, height=11, top=0.5
+    )
+    rows = chart.splitlines()[:11]
+    grid = [r.split("|", 1)[1] for r in rows]
+    assert grid[10 - 2][0] == "a" and grid[10 - 6][20] == "a"  # 0.1 -> row 2 of 10 (top 0.5), 100 -> column 0
+    assert grid[0][round(0.477 * 20)] == "b"  # log10(3) of the way from 100 to 1000
+    assert set(grid[10 - 8]) == {"-"}  # the reference line at 0.4
+    assert "--- SASRec: 0.400" in chart and " b  high: 0.500 at 300" in chart

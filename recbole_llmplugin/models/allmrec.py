@@ -106,6 +106,7 @@ class ALLMRec(LLMRecommender):
         self.rerank_topk = config["rerank_topk"]
         self.text_trainable = config["text_encoder_trainable"]
         self.architecture = config["allmrec_architecture"]
+        self.match_weight = float(config["stage2_match_weight"] or 0.0)
         if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
         if self.architecture not in ARCHITECTURES:
@@ -270,9 +271,12 @@ class ALLMRec(LLMRecommender):
         (``vocabulary``)."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
         device = input_ids.device
-        user = self._candidate_query if self.token_space == "vocabulary" else self._user_token
         soft = {  # computed only for the placeholders the templates use
-            USER_TOKEN: lambda: user(users, candidates),  # [U, H]
+            USER_TOKEN: lambda: (
+                self._candidate_query(users, candidates)
+                if self.token_space == "vocabulary"
+                else self._user_token(users)
+            ),  # [U, H]
             HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
             CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
         }
@@ -289,7 +293,7 @@ class ALLMRec(LLMRecommender):
             embeds[mask] = values.to(embeds.dtype)
         return embeds
 
-    def _user_token(self, users, candidates):
+    def _user_token(self, users):
         return self.user_projection(self.user_representation(users))  # [U, H] F_U(u)
 
     def _projected_items(self, items, device):
@@ -303,13 +307,26 @@ class ALLMRec(LLMRecommender):
             return self.llm.get_input_embeddings()(self.item_vocab_ids[items])
         return self._projected_items(items, device)
 
-    def candidate_weights(self, users, candidates):
-        """[U, C] ``vocabulary``: softmax over each prompt's candidates of <F_U(u), F_I(z_j)> / sqrt(H), the trained
-        CF match of the user with each candidate."""
+    def candidate_match(self, users, candidates):
+        """[U, C] <F_U(u), F_I(z_j)> / sqrt(H) of each prompt's candidates: the trained CF match of the user
+        with each candidate (``vocabulary`` mixes the candidates' tokens by its softmax)."""
         c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
-        user = self._user_token(users, candidates)  # [U, H]
+        user = self._user_token(users)  # [U, H]
         items = self._projected_items(c.reshape(-1), c.device).view(*c.shape, -1)  # [U, C, H]
-        return torch.softmax((items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5, dim=1)  # [U, C]
+        return (items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5  # [U, C]
+
+    def candidate_weights(self, users, candidates):
+        """[U, C] softmax over each prompt's candidates of ``candidate_match``."""
+        return torch.softmax(self.candidate_match(users, candidates), dim=1)  # [U, C]
+
+    def auxiliary_loss(self, interaction, target, candidates):
+        """``stage2_match_weight`` x cross-entropy of ``candidate_match`` over the training prompt's candidates
+        against the target (plugin option; 0 = the paper: F_U / F_I learn only through the LLM's loss)."""
+        if not self.match_weight:
+            return None
+        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
+        labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
+        return self.match_weight * F.cross_entropy(self.candidate_match(users, candidates.tolist()), labels)
 
     def _candidate_query(self, users, candidates):
         """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the

@@ -133,7 +133,8 @@ class LLMRecommender(SequentialRecommender):
         return self
 
     def calculate_loss(self, interaction):
-        """RecBole's contract: the loss of the model's LLM-facing stage (``stage2_loss``)."""
+        """RecBole's contract: the loss of the model's LLM-facing stage (``stage2_loss``; a tuple of parts
+        when it has an auxiliary loss, which RecBole's trainer sums and logs one by one)."""
         return self.stage2_loss(interaction)
 
     # --- checkpoints: only what was trained -------------------------------------------------
@@ -357,13 +358,20 @@ class LLMRecommender(SequentialRecommender):
         (cross-entropy over the candidate labels' logits after the prompt, as ``eval_mode: index`` ranks)."""
         target, candidates, prompt, prompt_mask = self.training_prompts(interaction)
         if self.objective == "index":
-            return self.index_loss(target, candidates, prompt, prompt_mask)
-        loss = 0.0
-        if self.objective in ("generate", "both"):
-            loss = loss + self.generation_loss(target, prompt, prompt_mask)
-        if self.objective in ("rank", "both"):
-            loss = loss + self.rank_loss(target, candidates, prompt, prompt_mask)
-        return loss
+            loss = self.index_loss(target, candidates, prompt, prompt_mask)
+        else:
+            loss = 0.0
+            if self.objective in ("generate", "both"):
+                loss = loss + self.generation_loss(target, prompt, prompt_mask)
+            if self.objective in ("rank", "both"):
+                loss = loss + self.rank_loss(target, candidates, prompt, prompt_mask)
+        extra = self.auxiliary_loss(interaction, target, candidates)
+        return loss if extra is None else (loss, extra)  # a tuple: RecBole's trainer sums and logs the parts
+
+    def auxiliary_loss(self, interaction, target, candidates):
+        """A loss beside the LLM objective on the same training candidates (None: none). A-LLMRec's
+        ``stage2_match_weight`` overrides it."""
+        return None
 
     def generation_loss(self, target, prompt, prompt_mask):
         """Next-item title generation loss: prompt (history + shuffled candidates) -> target answer."""
