@@ -563,11 +563,12 @@ def test_vocabulary_token_space_errors(workdir, allmrec_config, overrides, messa
 def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidates(workdir, allmrec_config):
     """stage2_match_weight w: stage 2's loss is (LLM objective, w * CE of <F_U(u), F_I(item)> / sqrt(H) over the
     prompt's candidates against the target); the LLM part is unchanged, the match part trains F_U / F_I only,
-    and RecBole's trainer sums and logs both parts."""
+    and RecBole's trainer sums and logs both parts. allmrec_query_temperature divides the match in the query's
+    mixture only."""
     from recbole_llmplugin.trainer import Stage, StagedTrainer
 
-    plain, train_data, _ = build(allmrec_config, **VOCABULARY)
-    model, _, _ = build(allmrec_config, **VOCABULARY, stage2_match_weight=0.5)
+    plain, train_data, _ = build(allmrec_config, **VOCABULARY, allmrec_query_temperature=0.25)
+    model, _, _ = build(allmrec_config, **VOCABULARY, stage2_match_weight=0.5, allmrec_query_temperature=0.25)
     model.load_state_dict(plain.state_dict())
     for m in (plain, model):
         m.set_stage("stage2")
@@ -589,7 +590,9 @@ def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidate
         ]
     )  # [B, C], one dot product at a time
     labels = torch.tensor([row.index(t) for row, t in zip(candidates.tolist(), target.tolist())])
-    torch.testing.assert_close(match_part, 0.5 * torch.nn.functional.cross_entropy(scores, labels))
+    torch.testing.assert_close(match_part, 0.5 * torch.nn.functional.cross_entropy(scores, labels))  # no temperature
+    weights = model.candidate_weights(users, candidates.tolist())  # the query mixes the candidates at temperature 0.25
+    torch.testing.assert_close(weights, torch.softmax(4 * scores, 1))
     match_part.backward()
     for module in (model.user_projection, model.item_projection):
         assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
@@ -600,3 +603,36 @@ def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidate
     loader = model.stage_train_loader(Stage("stage2", 1, 1e-3, 4, "unused"), train_data)
     losses = trainer._train_epoch(loader, 0)
     assert isinstance(losses, tuple) and len(losses) == 2 and all(x > 0 for x in losses)
+
+
+def test_match_objective_trains_the_cf_match_without_the_llm(workdir, allmrec_config, monkeypatch):
+    """stage2_objective match: stage 2's loss is match_loss alone on the training candidates, and no LLM pass runs."""
+    model, train_data, _ = build(allmrec_config, **{**VOCABULARY, "stage2_objective": "match"})
+    model.set_stage("stage2")
+    model.train()
+    batch = _batch(model, train_data, "stage2", n=4)
+    monkeypatch.setattr(model.llm, "forward", lambda *a, **k: pytest.fail("the match objective ran the LLM"))
+    torch.manual_seed(0)
+    loss = model.stage2_loss(batch)
+    torch.manual_seed(0)
+    target = batch[model.ITEM_ID]
+    candidates = model.training_candidates(batch[model.ITEM_SEQ], target)
+    torch.testing.assert_close(loss, model.match_loss(batch, target, candidates))
+    loss.backward()
+    for module in (model.user_projection, model.item_projection):
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    "model_name, overrides, message",
+    [
+        ("ALLMRec", {"stage2_objective": "match", "eval_mode": "index"}, "set allmrec_token_space: vocabulary"),
+        ("TALLRec", {"stage2_objective": "match", "eval_mode": "index"}, "stage2_objective: 'match' is not one of"),
+        ("ALLMRec", {**VOCABULARY, "stage2_objective": "rank"}, "set both to index, or neither"),
+    ],
+)
+def test_match_objective_errors(workdir, allmrec_config, model_name, overrides, message):
+    with pytest.raises(ConfigValueError, match=message):
+        config, model_class = build_config(model_name, TINY_DATASET, config_dict={**allmrec_config, **overrides})
+        _, train_data, _, _ = prepare_data(config)
+        model_class(config, train_data._dataset)

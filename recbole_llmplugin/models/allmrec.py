@@ -48,7 +48,7 @@ from torch import nn
 
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.models.base import LLMRecommender, prompt_order
+from recbole_llmplugin.models.base import OBJECTIVES, LLMRecommender, prompt_order
 from recbole_llmplugin.prompts import item_vocabulary_tokens
 from recbole_llmplugin.text_encoder import (
     encode,
@@ -96,6 +96,7 @@ class ALLMRec(LLMRecommender):
     stage2_modules = ("user_projection", "item_projection")
     eval_modes = ("score", "generate", "index")
     answer_item_token = CANDIDATE_TOKEN
+    objectives = OBJECTIVES + ("match",)  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
     full_sort = True  # the backbone's top rerank_topk items, re-ranked
 
     def __init__(self, config, dataset):
@@ -107,6 +108,7 @@ class ALLMRec(LLMRecommender):
         self.text_trainable = config["text_encoder_trainable"]
         self.architecture = config["allmrec_architecture"]
         self.match_weight = float(config["stage2_match_weight"] or 0.0)
+        self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
         if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
             raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
         if self.architecture not in ARCHITECTURES:
@@ -141,11 +143,16 @@ class ALLMRec(LLMRecommender):
         if self.token_space not in TOKEN_SPACES:
             raise ConfigValueError(f"allmrec_token_space: '{self.token_space}' is not one of {', '.join(TOKEN_SPACES)}")
         if self.token_space != "vocabulary":
+            if self.objective == "match":
+                raise ConfigValueError(
+                    "stage2_objective: match trains the CF match that the vocabulary user token mixes the candidates "
+                    "by: set allmrec_token_space: vocabulary"
+                )
             return
         if self.eval_mode != "index":
             raise ConfigValueError(
-                f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode and "
-                f"stage2_objective to index (got eval_mode {self.eval_mode})"
+                f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode to index "
+                f"and stage2_objective to index or match (got eval_mode {self.eval_mode})"
             )
         if not config["prompt_template"].rstrip().endswith("{user_token}"):
             raise ConfigValueError(
@@ -316,17 +323,30 @@ class ALLMRec(LLMRecommender):
         return (items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5  # [U, C]
 
     def candidate_weights(self, users, candidates):
-        """[U, C] softmax over each prompt's candidates of ``candidate_match``."""
-        return torch.softmax(self.candidate_match(users, candidates), dim=1)  # [U, C]
+        """[U, C] softmax over each prompt's candidates of ``candidate_match`` / ``allmrec_query_temperature`` (below
+        1: a sharper mixture, closer to the one token whose label the LLM copies best)."""
+        return torch.softmax(self.candidate_match(users, candidates) / self.query_temperature, dim=1)  # [U, C]
 
-    def auxiliary_loss(self, interaction, target, candidates):
-        """``stage2_match_weight`` x cross-entropy of ``candidate_match`` over the training prompt's candidates
-        against the target (plugin option; 0 = the paper: F_U / F_I learn only through the LLM's loss)."""
-        if not self.match_weight:
-            return None
+    def match_loss(self, interaction, target, candidates):
+        """Cross-entropy of ``candidate_match`` over each example's candidates [B, C] against its target [B]."""
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
         labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
-        return self.match_weight * F.cross_entropy(self.candidate_match(users, candidates.tolist()), labels)
+        return F.cross_entropy(self.candidate_match(users, candidates.tolist()), labels)
+
+    def auxiliary_loss(self, interaction, target, candidates):
+        """``stage2_match_weight`` x ``match_loss`` on the training prompt's candidates (plugin option; 0 = the
+        paper: F_U / F_I learn only through the LLM's loss)."""
+        return self.match_weight * self.match_loss(interaction, target, candidates) if self.match_weight else None
+
+    def stage2_loss(self, interaction):
+        """``stage2_objective: match`` trains F_U / F_I on ``match_loss`` alone, with no LLM pass (the frozen LLM
+        reads their candidate mixture only when ranking); every other objective is the base class's."""
+        if self.objective != "match":
+            return super().stage2_loss(interaction)
+        target = interaction[self.ITEM_ID]  # [B]
+        candidates = self.training_candidates(interaction[self.ITEM_SEQ], target)  # [B, C]
+        self.token_counts["train_examples"] += len(target)
+        return self.match_loss(interaction, target, candidates)
 
     def _candidate_query(self, users, candidates):
         """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the

@@ -23,6 +23,7 @@ from recbole_llmplugin.trainer import LLMTrainer
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
 OBJECTIVES = ("generate", "rank", "both", "index")
+INDEX_OBJECTIVES = ("index", "match")  # objectives that train what eval_mode index ranks by
 
 
 def eval_negatives(config):
@@ -53,6 +54,7 @@ class LLMRecommender(SequentialRecommender):
     trainer_class = LLMTrainer
     special_tokens = ()
     eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
+    objectives = OBJECTIVES  # stage2_objective values the model trains with
     trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
     llm_trains = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
@@ -99,10 +101,15 @@ class LLMRecommender(SequentialRecommender):
                 f"use at most {dataset.item_num - 1}"
             )
         self.objective = (config["stage2_objective"] or "generate") if self.trains_llm_stage else None
-        if self.trains_llm_stage and self.objective not in OBJECTIVES:
-            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(OBJECTIVES)}")
+        if self.trains_llm_stage and self.objective not in self.objectives:
+            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(self.objectives)}")
         self.eval_negatives = eval_negatives(config)
-        if self.trains_llm_stage and (self.objective == "index") != (self.eval_mode == "index"):
+        if self.trains_llm_stage and self.objective == "index" and self.eval_mode != "index":
+            raise ConfigValueError(
+                f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
+                f"the label answers eval_mode index ranks by: set both to index, or neither"
+            )
+        if self.trains_llm_stage and self.eval_mode == "index" and self.objective not in INDEX_OBJECTIVES:
             raise ConfigValueError(
                 f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
                 f"the label answers eval_mode index ranks by: set both to index, or neither"
