@@ -33,6 +33,8 @@ official code"):
   tokens and the user token ending the prompt is the candidates' tokens mixed by softmax <F_U(u), F_I(z_j)>,
   so the frozen LLM's copy (induction) circuit answers the best-matching candidate's label; the paper's free
   soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (README).
+  ``allmrec_query_temperature`` sharpens that mixture; ``stage2_objective: match`` trains F_U / F_I on the
+  CF match alone (no LLM pass) and ``stage2_match_weight`` adds it beside another objective (plugin options).
 - ``prompt_answer`` may hold ``{item_token}``: the candidate's F_I token inside its own scored answer (rank
   objective, score mode), a plugin option that the paper does not have.
 - Candidates are RecBole's ``uniN`` (``eval_candidates: fixed``: drawn once, shared by every model).
