@@ -135,7 +135,8 @@ def text_chart(series, references, width=56, height=14, top=None):
         legend.append(f"{line * 3} {name}: {value:.3f}")
     for (name, points), marker in zip(series.items(), "abcdefghijklmnopqrstuvwxyz"):
         for x, y in points:
-            grid[row(y)][column(x)] = marker
+            cell = grid[row(y)][column(x)]
+            grid[row(y)][column(x)] = "*" if cell.isalpha() and cell != marker else marker  # *: two series meet
         legend.append(f" {marker}  {name}: " + ", ".join(f"{y:.3f} at {x}" for x, y in points))
     lines = [f"{top - r * top / (height - 1):5.2f} |" + "".join(cells) for r, cells in enumerate(grid)]
     ticks = [" "] * width
@@ -143,7 +144,11 @@ def text_chart(series, references, width=56, height=14, top=None):
         label = str(x)
         start = min(column(x), width - len(label))
         ticks[start : start + len(label)] = label
-    lines += ["      +" + "-" * width, "       " + "".join(ticks), "hit@1 against training examples (log scale)"]
+    lines += [
+        "      +" + "-" * width,
+        "       " + "".join(ticks),
+        "hit@1 against training examples (log scale; * = two series)",
+    ]
     return "\n".join(lines + legend)
 
 
