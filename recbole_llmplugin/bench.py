@@ -96,8 +96,7 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
                 start, examples = time.time(), 0
                 model.token_counts.update(train_examples=0, train_tokens=0)
             optimizer.zero_grad()
-            loss = model.calculate_loss(batch)
-            (sum(loss) if isinstance(loss, tuple) else loss).backward()
+            model.total_loss(model.calculate_loss(batch)).backward()
             optimizer.step()
             examples = examples + len(batch) if index else 0
         row[f"s / example ({objective})"] = (time.time() - start) / examples

@@ -338,8 +338,7 @@ def run(
             model.train()
             start = time.time()
             batch = batch.to(model.device)
-            loss = model.calculate_loss(batch)
-            loss = sum(loss) if isinstance(loss, tuple) else loss  # parts: LLM objective, auxiliary loss
+            loss = model.total_loss(model.calculate_loss(batch))  # parts: LLM objective, auxiliary loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -333,7 +333,7 @@ class ALLMRec(LLMRecommender):
         """Cross-entropy of ``candidate_match`` over each example's candidates [B, C] against its target [B]."""
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
         labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
-        return F.cross_entropy(self.candidate_match(users, candidates.tolist()), labels)
+        return F.cross_entropy(self.candidate_match(users, candidates), labels)
 
     def auxiliary_loss(self, interaction, target, candidates):
         """``stage2_match_weight`` x ``match_loss`` on the training prompt's candidates (plugin option; 0 = the

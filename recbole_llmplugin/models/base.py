@@ -104,12 +104,12 @@ class LLMRecommender(SequentialRecommender):
         if self.trains_llm_stage and self.objective not in self.objectives:
             raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(self.objectives)}")
         self.eval_negatives = eval_negatives(config)
-        if self.trains_llm_stage and self.objective == "index" and self.eval_mode != "index":
-            raise ConfigValueError(
-                f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
-                f"the label answers eval_mode index ranks by: set both to index, or neither"
-            )
-        if self.trains_llm_stage and self.eval_mode == "index" and self.objective not in INDEX_OBJECTIVES:
+        index_ranked = self.eval_mode == "index"
+        if (
+            self.trains_llm_stage
+            and (self.objective == "index" or index_ranked)
+            and (index_ranked != (self.objective in INDEX_OBJECTIVES))
+        ):
             raise ConfigValueError(
                 f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
                 f"the label answers eval_mode index ranks by: set both to index, or neither"
@@ -374,6 +374,11 @@ class LLMRecommender(SequentialRecommender):
                 loss = loss + self.rank_loss(target, candidates, prompt, prompt_mask)
         extra = self.auxiliary_loss(interaction, target, candidates)
         return loss if extra is None else (loss, extra)  # a tuple: RecBole's trainer sums and logs the parts
+
+    @staticmethod
+    def total_loss(loss):
+        """One scalar of ``calculate_loss``'s result (the sum of its parts when it is a tuple)."""
+        return sum(loss) if isinstance(loss, tuple) else loss
 
     def auxiliary_loss(self, interaction, target, candidates):
         """A loss beside the LLM objective on the same training candidates (None: none). A-LLMRec's
