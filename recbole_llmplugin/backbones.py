@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_first
 from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.identity import config_identity, dataset_identity
 from recbole_llmplugin.locks import claim
@@ -28,14 +29,21 @@ def prepare_backbone(config, config_file_list, config_dict):
     if config["cf_checkpoint"] != "auto":
         return []
     cf_model = config["cf_model"]
-    overrides = {k: v for k, v in (config_dict or {}).items() if k not in ("model", "cf_checkpoint")}
+    # one process trains it: a data-parallel run's main process, while the others wait (no launch keys)
+    skipped = ("model", "cf_checkpoint", *LAUNCH_KEYS)
+    overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
     backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
     key = digest(cf_model, backbone_identity(backbone_config))
     folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
     path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
-    with claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits, then reuses it
-        result = _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
+    with main_first():
+        if is_main():
+            with claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits, then reuses it
+                args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
+                result = _train_or_reuse(*args)
     config["cf_checkpoint"] = path
+    if not is_main():  # the main process reports it
+        return []
     result["model"] = f"{cf_model} (backbone)"
     return [result]
 

@@ -24,7 +24,17 @@ def main(argv=None):
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML property files")
     parser.add_argument("--benchmark", type=str, default=None, help="benchmark YAML: models x datasets x seeds")
+    # RecBole's run_recbole.py launch flags (data-parallel: one process per GPU, or per CPU share with gloo)
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (data-parallel)")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the main process (several machines)")
+    parser.add_argument("--port", type=str, default="5678", help="port of the main process")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
     args, _ = parser.parse_known_args(argv)
+    launch = launch_keys(args)
+    if args.benchmark and launch:
+        print("error: --benchmark runs one process; drop --nproc / --world_size (or torchrun)", file=sys.stderr)
+        return 2
     if args.benchmark:
         from recbole_llmplugin import PluginError
         from recbole_llmplugin.benchmark import run_benchmark
@@ -40,18 +50,26 @@ def main(argv=None):
         return 0 if all(r["failed"] == 0 for r in rows) else 1
 
     from recbole_llmplugin import PluginError
-    from recbole_llmplugin.compare import comparison_table, run_models
+    from recbole_llmplugin.compare import comparison_table
+    from recbole_llmplugin.distributed import run_ranks
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
+    # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
+    run = (models, args.dataset, config_files, len(models) > 1 and not launch)
     try:
-        results = run_models(models, args.dataset, config_files, isolate_failures=len(models) > 1)
+        if launch and "local_rank" not in launch:  # RecBole's way: spawn nproc processes here
+            results = run_ranks(_run_models, run, args.nproc, launch)
+        else:  # one process, or one of torchrun's
+            results = _run_models(*run, launch or None)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         return 130
+    if results is None:  # not the main process of a data-parallel run: it prints nothing
+        return 0
     users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
     print(
         f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
@@ -59,3 +77,28 @@ def main(argv=None):
     )
     print(comparison_table(results))
     return 0 if all("error" not in r for r in results) else 1
+
+
+def launch_keys(args):
+    """RecBole's launch keys of a data-parallel run: from torchrun's environment (with local_rank), from
+    ``--nproc`` / ``--world_size`` (without: the processes are spawned here), or {} for one process."""
+    from recbole_llmplugin.distributed import torchrun_keys
+
+    keys = torchrun_keys()
+    if keys:
+        return keys
+    if args.nproc <= 1 and args.world_size <= 0:
+        return {}
+    if args.nproc < 1:
+        raise SystemExit(f"error: --nproc={args.nproc}; give 1 or more processes")
+    world = args.world_size if args.world_size > 0 else args.nproc
+    return {"world_size": world, "nproc": args.nproc, "offset": args.group_offset, "ip": args.ip, "port": args.port}
+
+
+def _run_models(models, dataset, config_files, isolate_failures, launch=None):
+    """The comparison's rows (every process runs it; only the main process's rows are returned)."""
+    from recbole_llmplugin.compare import run_models
+    from recbole_llmplugin.distributed import is_main
+
+    results = run_models(models, dataset, config_files, config_dict=launch, isolate_failures=isolate_failures)
+    return results if is_main() else None

@@ -6,7 +6,9 @@ RecBole is forked or vendored.
 """
 
 import functools
+import importlib
 import importlib.util
+import os
 import sys
 import types
 import warnings
@@ -132,6 +134,60 @@ def _fix_anomaly_detection():
     torch.autograd.set_detect_anomaly(False)
 
 
+def _fix_distributed_device():
+    # RecBole 1.2.1's Config._init_device starts torch.distributed only with NCCL on cuda:<local_rank>, asserts one
+    # gpu_id per process, and does so for every Config it builds: a CPU run with nproc > 1 fails (no NCCL, one
+    # gpu_id), and a plugin run, which builds several Configs per process (its CF backbone's, its own), would start
+    # the process group twice. With local_rank set: gloo on CPU (NCCL on CUDA, as RecBole), torchrun's env://
+    # rendezvous under torchrun, the group started once per process; the rest is RecBole's own behaviour.
+    from recbole.config import configurator
+
+    original = configurator.Config._init_device
+    if getattr(original, "_recbole_llmplugin", False):
+        return
+
+    def _init_device(self):
+        settings = self.final_config_dict
+        if "local_rank" not in settings:
+            return original(self)
+        from recbole_llmplugin.distributed import start_process_group
+
+        gpu_id = settings["gpu_id"]
+        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
+        settings["gpu_id"] = gpu_id
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+        cuda = len(gpu_id) > 0 and torch.cuda.is_available()
+        start_process_group(settings, "nccl" if cuda else "gloo")
+        settings["device"] = torch.device("cuda", settings["local_rank"]) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(settings["local_rank"])
+        settings["single_spec"] = False
+        if settings["local_rank"] + settings["offset"] != 0:  # as RecBole: only the main process logs and shows
+            settings["state"] = "error"
+            settings["show_progress"] = False
+            settings["verbose"] = False
+
+    _init_device._recbole_llmplugin = True
+    configurator.Config._init_device = _init_device
+
+
+def _fix_ddp_on_cpu():
+    # RecBole's AbstractTrainer wraps a model in DistributedDataParallel(model, device_ids=[local_rank]); torch refuses
+    # device_ids for a module on the CPU (gloo runs): pass none there.
+    module = importlib.import_module("recbole.trainer.trainer")
+    ddp = module.DistributedDataParallel
+    if getattr(ddp, "_recbole_llmplugin", False):
+        return
+
+    def DistributedDataParallel(model, device_ids=None, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            device_ids = None
+        return ddp(model, device_ids=device_ids, **kwargs)
+
+    DistributedDataParallel._recbole_llmplugin = True
+    module.DistributedDataParallel = DistributedDataParallel
+
+
 @functools.lru_cache(maxsize=None)
 def apply():
     """Apply every fix once; returns True."""
@@ -141,4 +197,6 @@ def apply():
     _fix_torch_load()
     _fix_downloader()
     _fix_anomaly_detection()
+    _fix_distributed_device()
+    _fix_ddp_on_cpu()
     return True

@@ -19,6 +19,7 @@ import torch
 from recbole.data.dataloader import NegSampleEvalDataLoader
 from recbole.utils import set_color
 
+from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.files import atomic_write
 
@@ -110,7 +111,13 @@ def _save_arrays(path, arrays):
 
 
 def load_or_draw(config, dataset, n_neg, source):
-    """Internal-id candidate tables per phase, from the candidate file or drawn and saved there."""
+    """Internal-id candidate tables per phase, from the candidate file or drawn and saved there (by the main
+    process of a data-parallel run; the others read its file)."""
+    with main_first():
+        return _load_or_draw(config, dataset, n_neg, source)
+
+
+def _load_or_draw(config, dataset, n_neg, source):
     logger = getLogger()
     seed = config["eval_candidates_seed"]
     path = candidate_file(config, source, n_neg, seed)

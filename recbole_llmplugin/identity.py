@@ -26,6 +26,7 @@ RUN_LOCAL_KEYS = frozenset(
         "offset",
         "ip",
         "port",
+        "group_offset",  # run_recbole.py's flag for offset, read from the command line as a key too
         "single_spec",
         "worker",
         # the command line's file names (their content is in the resolved config)
@@ -40,6 +41,7 @@ RUN_LOCAL_KEYS = frozenset(
         "save_dataloaders",
         "state",
         "show_progress",
+        "verbose",  # RecBole turns it off in the other processes of a data-parallel run
         "log_wandb",
         "wandb_project",
         "metric_decimal_place",
@@ -48,6 +50,11 @@ RUN_LOCAL_KEYS = frozenset(
         "eval_batch_size",
         "llm_eval_user_batch",
         "llm_score_row_chunk",
+        # how training is laid out over processes, micro-batches and devices (the same training up to float
+        # rounding; tested): RecBole's launch keys above, and
+        "llm_micro_batch_size",
+        "llm_gradient_checkpointing",
+        "llm_device_map",
         # resolved separately: replaced by the content of the file it names
         "cf_checkpoint",
         "trust_checkpoint",

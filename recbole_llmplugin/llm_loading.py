@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.errors import LLMLoadError
 from recbole_llmplugin.paths import cache_dir
 
@@ -72,8 +73,9 @@ def resolve_llm_path(llm_path):
     if llm_path in GGUF_ALIASES:
         package, filename = GGUF_ALIASES[llm_path]
         folder = cache_dir() / "models" / llm_path
-        if not (folder / "config.json").is_file():
-            build_from_gguf(_package_file(package, filename), folder)
+        with main_first():  # a data-parallel run: the main process builds it, the others read it
+            if not (folder / "config.json").is_file():
+                build_from_gguf(_package_file(package, filename), folder)
         return str(folder)
     return str(llm_path)
 
@@ -167,11 +169,20 @@ def load_tokenizer(path):
     return tokenizer
 
 
-def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_tokens=(), trainable=False):
+DEVICE_MAPS = ("none", "auto", "balanced", "balanced_low_0", "sequential")
+
+
+def load_llm(
+    llm_path, device="cpu", dtype="auto", quantization="none", special_tokens=(), trainable=False, device_map="none"
+):
     """(model, tokenizer) for ``llm_path``; ``special_tokens`` are added and embeddings resized.
 
-    The model is frozen (``requires_grad=False``, eval mode) unless ``trainable``.
+    ``device_map`` other than none: accelerate places the layers over the visible GPUs (and the CPU when they are
+    full) instead of putting the whole model on ``device``; inputs go to its first layer's device, outputs come back
+    to the inputs' device. The model is frozen (``requires_grad=False``, eval mode) unless ``trainable``.
     """
+    if device_map not in DEVICE_MAPS:
+        raise LLMLoadError(f"llm_device_map: '{device_map}' is not one of {', '.join(DEVICE_MAPS)}")
     from transformers import AutoModelForCausalLM
 
     path = resolve_llm_path(llm_path)
@@ -183,8 +194,11 @@ def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_
         check_causal_lm(path, llm_path)
         tokenizer = load_tokenizer(path)
         kwargs = {"dtype": torch_dtype, "local_files_only": os.path.isdir(path)}
+        if device_map != "none":
+            kwargs.update(device_map=device_map)
         if quant is not None:
-            kwargs.update(quantization_config=quant, device_map={"": torch.device(device).index or 0})
+            kwargs.update(quantization_config=quant)
+            kwargs.setdefault("device_map", {"": torch.device(device).index or 0})
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:  # e.g. a BERT folder: no LM head
         reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
@@ -196,12 +210,21 @@ def load_llm(llm_path, device="cpu", dtype="auto", quantization="none", special_
     if new_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(new_tokens)})
         model.resize_token_embeddings(len(tokenizer))
-    if quant is None:
+    if quant is None and device_map == "none":
         model.to(device)
     if not trainable:
         model.requires_grad_(False)
     model.eval()
     return model, tokenizer
+
+
+def enable_checkpointing(llm):
+    """Activation (gradient) checkpointing of the LLM's layers, non-reentrant (gradients reach soft input tokens
+    of a frozen LLM); transformers 5 renamed the method."""
+    if hasattr(llm, "activation_checkpointing_enable"):
+        llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 EVAL_QUANTIZATIONS = ("none", "int8")

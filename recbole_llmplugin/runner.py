@@ -6,6 +6,7 @@ the plugin's. Steps that come before a model's own run (training its CF backbone
 ``quick_start`` composes the two.
 """
 
+import contextlib
 import os
 import time
 from logging import getLogger
@@ -24,6 +25,7 @@ from recbole.utils import (
 
 from recbole_llmplugin.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data_check import check_dataset, require_item_file
+from recbole_llmplugin.distributed import is_main, single_process_view
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.eval_candidates import (
     CandidateSource,
@@ -118,14 +120,20 @@ def get_trainer_class(config, model_class):
     return get_trainer(config["MODEL_TYPE"], config["model"])
 
 
-def prepare_data(config):
-    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied."""
+def prepare_data(config, whole_loaders=None):
+    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied.
+
+    ``whole_loaders`` (default: a plugin model's run): in a data-parallel run every process gets the whole loaders
+    (the plugin's trainer splits batches itself); else RecBole's per-process shards."""
     logger = getLogger()
     dataset = create_dataset(config)
     logger.info(dataset)
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     apply_eval_user_sample(config, dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if whole_loaders is None:
+        whole_loaders = is_plugin_model(config["model"])
+    with single_process_view(config) if whole_loaders else contextlib.nullcontext():
+        train_data, valid_data, test_data = data_preparation(config, dataset)
     apply_eval_candidates(config, dataset, valid_data, test_data, source)
     return dataset, train_data, valid_data, test_data
 
@@ -138,13 +146,17 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     """
     start = time.time() if start is None else start
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    if is_main():  # the other processes of a data-parallel run write no log file (their errors reach stderr)
+        init_logger(config)
     logger = getLogger()
     logger.info(config)
 
     dataset_obj, train_data, valid_data, test_data = prepare_data(config)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # RecBole seeds each process apart (DDP then broadcasts the main one's weights); a plugin model's frozen parts
+    # are never broadcast (only what a stage trains), so every process builds the same model
+    plugin = is_plugin_model(model_class.__name__)
+    init_seed(config["seed"] + (0 if plugin else config["local_rank"]), config["reproducibility"])
     model_obj = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer_class(config, model_class)(config, model_obj)

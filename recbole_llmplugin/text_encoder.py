@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
+from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.files import atomic_write
 from recbole_llmplugin.llm_loading import require_hub
 
@@ -80,8 +81,13 @@ def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64,
     """[N, t] embeddings of ``texts``, computed once and cached on disk by (encoder, texts) hash."""
     digest = hashlib.sha1("\x1e".join([str(encoder_name), *texts]).encode("utf-8")).hexdigest()[:16]
     path = os.path.join(cache_folder, f"text-embeddings-{digest}.safetensors")
-    if os.path.isfile(path):
-        return load_file(path)["embeddings"]
+    with main_first():  # a data-parallel run: the main process writes the cache, the others read it
+        if not os.path.isfile(path):
+            _encode_into(encoder, texts, path, batch_size, show_progress)
+    return load_file(path)["embeddings"]
+
+
+def _encode_into(encoder, texts, path, batch_size, show_progress):
     with torch.inference_mode():
         table = (
             encoder.encode(list(texts), batch_size=batch_size, convert_to_tensor=True, show_progress_bar=show_progress)
@@ -89,4 +95,3 @@ def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64,
             .cpu()
         )
     atomic_write(path, lambda tmp: save_file({"embeddings": table.contiguous()}, tmp))
-    return table.clone()

@@ -6,6 +6,8 @@ trainable parameters, the optimizer state and JSON metadata (``checkpoints``: no
 boundary it writes a resume state (weights, optimizer, every RNG) and claims the stage with a lock (``locks``).
 """
 
+import contextlib
+import importlib
 import os
 import time
 from dataclasses import dataclass
@@ -13,8 +15,10 @@ from logging import getLogger
 
 import numpy as np
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer
-from recbole.utils import init_seed, set_color
+from recbole.utils import EvaluatorType, init_seed, set_color
+from tqdm import tqdm
 
 from recbole_llmplugin.checkpoints import (
     config_overrides,
@@ -25,6 +29,9 @@ from recbole_llmplugin.checkpoints import (
     rng_parts,
     save_plugin_checkpoint,
 )
+from recbole_llmplugin import distributed
+from recbole_llmplugin.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
+from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.identity import artefact_digest
 from recbole_llmplugin.locks import claim
 
@@ -36,11 +43,81 @@ def unique_checkpoint_name(path, suffix):
 
 
 class LLMTrainer(Trainer):
-    """RecBole's Trainer, optimising only parameters that require grad, with light checkpoints."""
+    """RecBole's Trainer, optimising only parameters that require grad, with light checkpoints.
+
+    Data-parallel (RecBole's ``nproc`` launch, ``distributed``): DDP wraps only the parameters being trained
+    (``wrap_trained``), every process reads the same batches and trains its share of their rows
+    (``shared_loss``), evaluation is sharded by batches and gathered (``_evaluate_shared``), and only the main
+    process writes. ``llm_micro_batch_size`` splits each process's share into micro-batches whose gradients add up to
+    the batch's (accumulation), in one process too.
+    """
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        # no DDP over the whole model (the frozen LLM): see wrap_trained; a TensorBoard log from the main process only
+        with single_process_view(config), _tensorboard_on_main():
+            super().__init__(config, model)
         self.saved_model_file = unique_checkpoint_name(self.saved_model_file, ".safetensors")
+        self.micro_batch_size = config["llm_micro_batch_size"]
+        if self.micro_batch_size and self.enable_scaler:
+            raise ConfigValueError(
+                "llm_micro_batch_size with enable_scaler (fp16 loss scaling) is not supported; unset one"
+            )
+        self.stage_name = "stage2"  # calculate_loss is the LLM stage's loss
+        self._zero_loss = torch.zeros((), device=self.device)
+        self.wrap_trained()
+
+    def wrap_trained(self):
+        """DDP over the parameters that require grad now (a stage's modules; a new wrapper per stage)."""
+        self.distributed_model = data_parallel((p for p in self.model.parameters() if p.requires_grad), self.device)
+
+    def set_reduce_hook(self):
+        """RecBole runs the DDP forward before each batch's loss; ``shared_loss`` runs it itself, before the last
+        micro-batch only (the others accumulate gradients without a sync)."""
+
+    def sync_grad_loss(self):
+        """0 x every wrapped parameter, so each one gets a gradient and DDP's sync completes (RecBole's device)."""
+        if self.distributed_model is None:
+            return 0
+        return sum(p.sum() for p in self.distributed_model.module.params) * 0.0
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss_func = self.shared_loss(loss_func or self.model.calculate_loss)
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def shared_loss(self, loss_func):
+        """``loss_func`` over this process's share of each batch, in micro-batches of ``llm_micro_batch_size`` rows
+        (the earlier ones backpropagated here, without a gradient sync); returns the last micro-batch's loss plus the
+        others' values (detached). Each part is weighted by its share of the batch (rows, or answer tokens for
+        token-mean losses: ``model.training_batch``), so processes and micro-batches together give the gradient of
+        the whole batch's loss. The model draws the batch's random negatives once, the same in every process."""
+        if distributed.world_size() == 1 and not self.micro_batch_size:
+            return loss_func
+
+        def loss(interaction):
+            interaction, weights, lengths = self.model.training_batch(self.stage_name, interaction)
+            n = len(interaction)
+            weights = torch.ones(n, device=self.device) if weights is None else weights.float()
+            rows = distributed.share_rows(n, lengths, device=self.device)
+            parts = list(torch.split(rows, self.micro_batch_size or max(len(rows), 1))) or [rows]
+            earlier = None
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                wrapped = self.distributed_model is not None
+                with contextlib.nullcontext() if last or not wrapped else self.distributed_model.no_sync():
+                    if last and wrapped:
+                        self.distributed_model(torch.zeros(1, device=self.device))  # this backward syncs
+                    if len(part) == 0:  # a batch smaller than the process count: this share is empty
+                        result = _scaled(self._zero_loss, 0.0)  # zeros shaped like the loss: RecBole logs its parts
+                    else:
+                        share = distributed.world_size() * float(weights[part].sum() / weights.sum())
+                        result = _scaled(loss_func(interaction[part]), share)
+                        self._zero_loss = _detached(result)
+                    if not last:
+                        self.model.total_loss(result).backward()
+                        earlier = _detached(result) if earlier is None else _added(earlier, _detached(result))
+            return result if earlier is None else _added(result, earlier)
+
+        return loss
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in kwargs.pop("params", self.model.parameters()) if p.requires_grad]
@@ -67,6 +144,8 @@ class LLMTrainer(Trainer):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not is_main():  # one writer; the others read the file after a barrier
+            return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         meta, tensors = self._training_state(epoch)
         save_plugin_checkpoint(saved_model_file, meta, self.model.trainable_state_dict(), tensors)
@@ -94,13 +173,78 @@ class LLMTrainer(Trainer):
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
+            barrier()  # the main process has written it
             checkpoint_file = model_file or self.saved_model_file
             self._load_weights(checkpoint_file)
             self.logger.info(f"Loading trained parameters from {checkpoint_file}")
-        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        if is_distributed():
+            result = self._evaluate_shared(eval_data, show_progress)
+        else:
+            result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         if hasattr(self.model, "on_evaluation_end"):
             self.model.on_evaluation_end()
         return result
+
+    @torch.no_grad()
+    def _evaluate_shared(self, eval_data, show_progress=False):
+        """RecBole's evaluation loop, each process scoring a contiguous block of the batches (of whole users); the
+        collected per-user results are gathered in batch order and every process computes the metrics on all users,
+        as one process would (RecBole's own reduction averages per-process metrics, weighted by batch counts)."""
+        if not eval_data:
+            return None
+        self.model.eval()
+        full = isinstance(eval_data, FullSortEvalDataLoader)
+        eval_func = self._full_sort_batch_eval if full else self._neg_sample_batch_eval
+        if full and self.item_tensor is None:
+            self.item_tensor = eval_data._dataset.get_item_feature().to(self.device)
+        if self.config["eval_type"] == EvaluatorType.RANKING:
+            self.tot_item_num = eval_data._dataset.item_num
+        start, stop = distributed.batch_range(len(eval_data))
+        progress = tqdm(total=stop - start, ncols=100, desc=set_color("Evaluate   ", "pink")) if show_progress else None
+        for index, batched_data in enumerate(eval_data):
+            if index >= stop:
+                break
+            if index >= start:
+                interaction, scores, positive_u, positive_i = eval_func(batched_data)
+                self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
+                if progress is not None:
+                    progress.update()
+        if progress is not None:
+            progress.close()
+        self.eval_collector.model_collect(self.model)
+        return self.evaluator.evaluate(distributed.gather_struct(self.eval_collector.get_data_struct()))
+
+
+class _NoTensorBoard:
+    """Takes RecBole's TensorBoard calls and writes nothing (the other processes of a data-parallel run)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _tensorboard_on_main():
+    """RecBole's Trainer opens a TensorBoard writer (a file) in every process: only the main one keeps a real one."""
+    module = importlib.import_module("recbole.trainer.trainer")
+    original = module.get_tensorboard
+    if not is_main():
+        module.get_tensorboard = lambda logger: _NoTensorBoard()
+    try:
+        yield
+    finally:
+        module.get_tensorboard = original
+
+
+def _scaled(loss, weight):
+    return tuple(part * weight for part in loss) if isinstance(loss, tuple) else loss * weight
+
+
+def _detached(loss):
+    return tuple(part.detach() for part in loss) if isinstance(loss, tuple) else loss.detach()
+
+
+def _added(loss, other):
+    return tuple(a + b for a, b in zip(loss, other)) if isinstance(loss, tuple) else loss + other
 
 
 def stage_checkpoint(config, name):
@@ -158,6 +302,7 @@ class StagedTrainer(LLMTrainer):
 
     def _reset_for(self, stage):
         self.model.set_stage(stage.name)
+        self.wrap_trained()  # before the optimizer: DDP broadcasts the main process's weights
         self.epochs = stage.epochs
         self.eval_step = max(1, min(self.config["eval_step"], stage.epochs))
         self.start_epoch, self.cur_step = 0, 0
@@ -180,6 +325,8 @@ class StagedTrainer(LLMTrainer):
         )
 
     def _save_resume_state(self, epoch_idx, loader):
+        if not is_main():
+            return
         meta, tensors = self._training_state(epoch_idx)
         rng_tensors, rng_meta = rng_parts(loader)
         meta.update(rng=rng_meta, best_valid_result=self.best_valid_result)
@@ -198,7 +345,9 @@ class StagedTrainer(LLMTrainer):
         self.logger.info(set_color(f"resuming {path}", "green") + f": from epoch {self.start_epoch}")
 
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
-        with claim(stage.checkpoint, f"{stage.name} ({os.path.basename(stage.checkpoint)})"):
+        owner = claim(stage.checkpoint, f"{stage.name} ({os.path.basename(stage.checkpoint)})")
+        with owner if is_main() else contextlib.nullcontext():  # the main process claims it for all
+            barrier()  # the others wait for the claim, then see the files the main process sees
             return self._fit_claimed_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
 
     def _fit_claimed_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
@@ -223,10 +372,18 @@ class StagedTrainer(LLMTrainer):
         result = Trainer.fit(
             self, loader, valid_data if stage.validate else None, verbose, True, show_progress, callback_fn
         )
+        barrier()  # the main process has written the stage's checkpoint
         if stage.validate and os.path.isfile(stage.checkpoint):  # continue from the best epoch, not the last
             self._load_weights(stage.checkpoint)
         elif not os.path.isfile(stage.checkpoint):
             self._save_checkpoint(self.epochs - 1, verbose=verbose)
+        if is_main():
+            self._complete(stage)
+        barrier()
+        return result
+
+    def _complete(self, stage):
+        """Mark the stage's checkpoint complete (reused by later runs), drop its resume state, save an adapter."""
         meta, tensors = load_plugin_checkpoint(stage.checkpoint)
         weights = meta.pop("weights")
         meta.pop("optimizer", None)
@@ -238,7 +395,6 @@ class StagedTrainer(LLMTrainer):
             os.remove(resume_path(stage.checkpoint))
         if hasattr(self.model, "save_adapter"):  # e.g. TALLRec: also a peft adapter folder
             self.model.save_adapter(os.path.splitext(stage.checkpoint)[0] + "-adapter")
-        return result
 
 
 def resume_path(checkpoint):

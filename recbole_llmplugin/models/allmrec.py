@@ -65,6 +65,7 @@ USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[Cand
 
 ARCHITECTURES = ("official", "paper")
 TOKEN_SPACES = ("projected", "vocabulary")
+NEGATIVE = "stage1_negative"  # field of a stage-1 training batch: its negative items, drawn once (training_batch)
 
 
 def mlp(in_size, hidden, out_size, dropout=0.0):
@@ -248,10 +249,23 @@ class ALLMRec(LLMRecommender):
             return self.backbone.user_representation(users["item_seq"], users["item_seq_len"], users["user_id"])
 
     # --- stage 1 ---------------------------------------------------------------------------------
+    def training_batch(self, stage, interaction):
+        """Stage 1 draws one negative item per example (``NEGATIVE``); stage 2 as the base class."""
+        if stage != "stage1":
+            return super().training_batch(stage, interaction)
+        interaction[NEGATIVE] = self._stage1_negatives(interaction)
+        return interaction, None, None
+
+    def _stage1_negatives(self, interaction):
+        """[B] a random item per example outside its history and target (drawn by ``training_batch`` if split)."""
+        if NEGATIVE in interaction:
+            return interaction[NEGATIVE]
+        seq, pos = interaction[self.ITEM_SEQ], interaction[self.ITEM_ID]
+        return self.random_items((len(pos), 1), torch.cat([seq, pos[:, None]], 1))[:, 0]  # [B]
+
     def stage1_losses(self, interaction):
         seq, seq_len, pos = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
-        exclude = torch.cat([seq, pos[:, None]], 1)  # [B, L+1]
-        neg = self.random_items((len(pos), 1), exclude)[:, 0]  # [B]
+        neg = self._stage1_negatives(interaction)  # [B]
         items = torch.cat([pos, neg])  # [2B]
         with torch.no_grad():
             e = self.backbone.item_embeddings()[items]  # [2B, d]
@@ -299,7 +313,7 @@ class ALLMRec(LLMRecommender):
                 raise ConfigValueError(
                     f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"
                 )
-            embeds[mask] = values.to(embeds.dtype)
+            embeds[mask] = values.to(embeds.device, embeds.dtype)
         return embeds
 
     def _user_token(self, users):
@@ -346,7 +360,7 @@ class ALLMRec(LLMRecommender):
         if self.objective != "match":
             return super().stage2_loss(interaction)
         target = interaction[self.ITEM_ID]  # [B]
-        candidates = self.training_candidates(interaction[self.ITEM_SEQ], target)  # [B, C]
+        candidates = self.batch_candidates(interaction)  # [B, C]
         self.token_counts["train_examples"] += len(target)
         return self.match_loss(interaction, target, candidates)
 

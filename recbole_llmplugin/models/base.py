@@ -11,19 +11,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llmplugin.candidate_scorer import CandidateScorer
+from recbole_llmplugin.distributed import is_distributed, single_process_view
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.item_text import ItemTextStore
-from recbole_llmplugin.llm_loading import eval_copy, load_llm
+from recbole_llmplugin.llm_loading import enable_checkpointing, eval_copy, load_llm
 from recbole_llmplugin.prompts import PromptBuilder
 from recbole_llmplugin.trainer import LLMTrainer
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
 OBJECTIVES = ("generate", "rank", "both", "index")
 INDEX_OBJECTIVES = ("index", "match")  # objectives that train what eval_mode index ranks by
+CANDIDATES = "training_candidates"  # field of a training batch: its candidates, drawn once (``training_batch``)
 
 
 def eval_negatives(config):
@@ -65,13 +68,26 @@ class LLMRecommender(SequentialRecommender):
         self.logger = getLogger()
         self.history_len = config["prompt_history_len"]
         self.eval_user_batch = config["llm_eval_user_batch"]
+        device_map = config["llm_device_map"] or "none"
+        if device_map != "none" and is_distributed():
+            raise ConfigValueError(
+                f"llm_device_map: {device_map} spreads one LLM over the GPUs of one process; with nproc > 1 each process "
+                f"holds a whole LLM: set llm_device_map: none, or run one process"
+            )
         self.llm, self.tokenizer = load_llm(
             config["llm_path"],
             device=config["device"],
             dtype=config["llm_dtype"],
             quantization=config["llm_quantization"],
             special_tokens=self.special_tokens,
+            device_map=device_map,
         )
+        # accelerate spread its layers over devices (transformers records the map only then): moving the model
+        # leaves them where they are
+        self.llm_dispatched = bool(getattr(self.llm, "hf_device_map", None))
+        self.gradient_checkpointing = bool(config["llm_gradient_checkpointing"])
+        if self.gradient_checkpointing:  # recompute the LLM's activations in backward instead of keeping them
+            enable_checkpointing(self.llm)
         self.tokenizer.padding_side = "left"
         self.eval_mode = config["eval_mode"]
         if self.eval_mode not in self.eval_modes:
@@ -132,11 +148,25 @@ class LLMRecommender(SequentialRecommender):
             )
         self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
 
+    def _apply(self, fn, recurse=True):
+        """``model.to(device)`` moves everything but an LLM that accelerate has spread over devices
+        (``llm_device_map``), which stays where it was placed."""
+        if not getattr(self, "llm_dispatched", False):
+            return super()._apply(fn, recurse)
+        modules = self._modules
+        self._modules = type(modules)((name, module) for name, module in modules.items() if name != "llm")
+        try:
+            return super()._apply(fn, recurse)
+        finally:
+            self._modules = modules
+
     def train(self, mode=True):
         """The frozen LLM stays in eval mode (no dropout) while the trained modules train, unless the model
-        trains layers inside it (``llm_trains``: TALLRec's LoRA)."""
+        trains layers inside it (``llm_trains``: TALLRec's LoRA) or checkpoints its activations."""
         super().train(mode)
-        self.llm.train(mode and self.llm_trains)
+        # transformers checkpoints only in training mode: with llm_gradient_checkpointing the LLM trains in it (its
+        # own dropout, if its config has any, then applies; SmolLM2 / Llama / Qwen have none)
+        self.llm.train(mode and (self.llm_trains or self.gradient_checkpointing))
         return self
 
     def calculate_loss(self, interaction):
@@ -170,7 +200,8 @@ class LLMRecommender(SequentialRecommender):
     def tokenize_prompts(self, prompts):
         prompts = [self.prompt_prefix + prompt for prompt in prompts]
         batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        return batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        device = self.llm.get_input_embeddings().weight.device  # the LLM's first device (llm_device_map)
+        return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
     def prompt_embeddings(self, input_ids, users, histories, candidates):
         """[U, Lp, H] embeddings of tokenized prompts; subclasses replace soft-token positions.
@@ -221,9 +252,7 @@ class LLMRecommender(SequentialRecommender):
         """[U] tokens of each user's prompt and answers, from the answer-token table: users are scored in
         passes of similar length, so padding stays small."""
         seq, seq_len = interaction[self.ITEM_SEQ][first_rows], interaction[self.ITEM_SEQ_LEN][first_rows]
-        positions = torch.arange(seq.shape[1], device=seq.device)[None, :]
-        shown = (positions < seq_len[:, None]) & (positions >= seq_len[:, None] - self.history_len)  # [U, L]
-        history = (self.answer_lengths[seq] * shown).sum(1)  # [U]
+        history = self.history_tokens(seq, seq_len)  # [U]
         answers = torch.zeros(len(first_rows), dtype=torch.long, device=seq.device)
         answers.index_add_(0, block, self.answer_lengths[interaction[self.ITEM_ID]])
         shown = 1 if self.eval_mode == "index" else 2  # candidates in the prompt (and as answers)
@@ -321,9 +350,14 @@ class LLMRecommender(SequentialRecommender):
         saved_batch = self.config["train_batch_size"]
         self.config["train_batch_size"] = stage.batch_size
         try:
-            return TrainDataLoader(self.config, subset, None, shuffle=True)
+            with single_process_view(self.config):  # every process reads the same batches (trainer.shared_loss)
+                loader = TrainDataLoader(self.config, subset, None, shuffle=True)
         finally:
             self.config["train_batch_size"] = saved_batch
+        # shuffled by its own seeded generator, alike in every process; RecBole's trainer would otherwise call
+        # set_epoch on the DistributedSampler of a loader built for data-parallel runs, which this one has not
+        loader.shuffle = False
+        return loader
 
     def random_items(self, shape, exclude):
         """[B, k] distinct uniform item ids per row, none in that row's ``exclude`` ([B, *] ids; 0 is padding)."""
@@ -347,12 +381,40 @@ class LLMRecommender(SequentialRecommender):
         order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
         return candidates.gather(1, order)
 
+    def training_batch(self, stage, interaction):
+        """A training batch of ``stage`` with its random draws made once, as ``<stage>_loss`` draws them: (the
+        batch with the drawn fields, [B] weight of each example in the loss or None for equal, [B] prompt-length
+        estimate or None). The trainer splits it over processes and micro-batches (``trainer.shared_loss``); the
+        losses read the drawn fields, so the split trains what the whole batch would."""
+        if stage != "stage2" or not self.trains_llm_stage:
+            return interaction, None, None
+        seq, seq_len, target = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
+        candidates = self.training_candidates(seq, target)  # [B, C]
+        interaction.update(Interaction({CANDIDATES: candidates}))
+        # the generation loss is a mean over answer tokens (NOTE: objective both mixes it with a mean over rows: a
+        # split weights both by rows)
+        weights = self.answer_lengths[target].float() if self.objective == "generate" else None
+        lengths = self.history_tokens(seq, seq_len) + self.answer_lengths[candidates].sum(1)  # [B]
+        return interaction, weights, lengths
+
+    def batch_candidates(self, interaction):
+        """[B, C] training candidates of a batch: drawn by ``training_batch`` when the trainer split it, else now."""
+        if CANDIDATES in interaction:
+            return interaction[CANDIDATES]
+        return self.training_candidates(interaction[self.ITEM_SEQ], interaction[self.ITEM_ID])
+
+    def history_tokens(self, seq, seq_len):
+        """[B] tokens of the history items a prompt shows (their answer texts' lengths: a cheap estimate)."""
+        positions = torch.arange(seq.shape[1], device=seq.device)[None, :]
+        shown = (positions < seq_len[:, None]) & (positions >= seq_len[:, None] - self.history_len)  # [B, L]
+        return (self.answer_lengths[seq] * shown).sum(1)  # [B]
+
     def training_prompts(self, interaction):
         """Prompts of a training batch: (target [B], candidates [B, C], embeddings [B, Lp, H], mask [B, Lp])."""
         target = interaction[self.ITEM_ID]  # [B]
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
         histories = self.recent_history(users["item_seq"], users["item_seq_len"])
-        candidates = self.training_candidates(users["item_seq"], target)  # [B, C]
+        candidates = self.batch_candidates(interaction)  # [B, C]
         input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates.tolist()))
         self.token_counts["train_examples"] += len(target)
         self.token_counts["train_tokens"] += int(prompt_mask.sum())

@@ -1,0 +1,237 @@
+"""Data-parallel runs (RecBole's nproc launch, gloo on CPU) and the options for large LLMs: a 2-process run trains
+and measures what 1 process does, only the main process writes, micro-batches and gradient checkpointing leave the
+gradients unchanged, and ``llm_device_map`` places the LLM without changing scores."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import REPO, TINY_DATASET
+
+TIMEOUT = 900
+
+
+def _run_cli(folder, props, *flags):
+    """run_recbole_llm.py in ``folder`` with ``props`` as a property file: (test metrics per model, stdout)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "props.yaml").write_text(yaml.safe_dump(props), encoding="utf-8")
+    command = [sys.executable, str(REPO / "run_recbole_llm.py"), "--model=ALLMRec,TALLRec", f"--dataset={TINY_DATASET}"]
+    command += ["--config_files=props.yaml", *flags]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    return _metrics(done.stdout), done.stdout
+
+
+def _metrics(table):
+    """{model: {metric: value}} from the comparison table the command prints (its metric@k columns)."""
+    rows, header = {}, None
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] == "model":
+            header = cells
+        elif header and len(cells) == len(header) and cells[0] in ("ALLMRec", "TALLRec"):
+            rows[cells[0]] = {name: float(value) for name, value in zip(header, cells) if "@" in name}
+    return rows
+
+
+def _files(folder):
+    """Relative paths of the files a run left, with run-specific parts (dates, pids) blanked."""
+    names = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.name != "props.yaml":
+            names.append(re.sub(r"[0-9a-f]*\d[0-9a-f]*", "#", str(path.relative_to(folder))))
+    return sorted(names)
+
+
+@pytest.fixture
+def parallel_props(allmrec_config):
+    return {
+        **allmrec_config,
+        "checkpoint_dir": "checkpoints",
+        "stage2_batch_size": 7,  # odd: the processes' shares differ by one row
+        "stage1_batch_size": 9,
+        "lora_dropout": 0.0,  # dropout masks are drawn per process: off, to compare exactly
+        "lora_r": 4,
+        "eval_batch_size": 30,  # 3 users a batch: several batches to shard
+    }
+
+
+def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_writes(tmp_path, parallel_props):
+    one, one_out = _run_cli(tmp_path / "one", parallel_props)
+    two, two_out = _run_cli(tmp_path / "two", parallel_props, "--nproc=2", "--port=29631")
+    assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys(), two_out
+    for model in one:
+        assert len(one[model]) == 6 and two[model] == pytest.approx(one[model], abs=2e-4), (model, one, two)
+    # the same trained weights: DDP averaged the two halves' gradients into the whole batch's
+    stages = sorted((tmp_path / "one" / "checkpoints").rglob("*-stage*.safetensors"))
+    stages += sorted((tmp_path / "one" / "checkpoints").rglob("*-lora-*.safetensors"))
+    assert len(stages) == 3, stages
+    for path in stages:
+        alone, shared = load_file(path), load_file(tmp_path / "two" / path.relative_to(tmp_path / "one"))
+        weights = [key for key in alone if key.startswith("weights.")]
+        assert weights and all(torch.allclose(alone[k], shared[k], atol=1e-5) for k in weights), path
+    # the same files, once each: the second process wrote no checkpoint, cache, adapter or log of its own
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+    assert two_out.count("Test results") == 1
+
+
+def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(workdir, parallel_props):
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.trainer import StagedTrainer
+
+    grads = {}
+    for micro in (None, 2):
+        config, _ = quick_start.build_config(
+            ALLMRec, TINY_DATASET, config_dict={**parallel_props, "llm_micro_batch_size": micro}
+        )
+        _, train_data, _, _ = quick_start.prepare_data(config)
+        torch.manual_seed(0)
+        model = ALLMRec(config, train_data._dataset)
+        trainer = StagedTrainer(config, model)
+        model.set_stage("stage2")
+        model.train()
+        stage = model.training_stages()[-1]
+        batch = next(iter(model.stage_train_loader(stage, train_data)))
+        torch.manual_seed(1)
+        loss = trainer.shared_loss(model.stage2_loss)(batch)
+        model.total_loss(loss).backward()
+        grads[micro] = (
+            float(model.total_loss(loss).detach()),
+            [p.grad.clone() for p in model.parameters() if p.requires_grad],
+        )
+    assert grads[2][0] == pytest.approx(grads[None][0], rel=1e-5)
+    for whole, split in zip(grads[None][1], grads[2][1]):
+        assert torch.allclose(whole, split, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(workdir, parallel_props):
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.tallrec import TALLRec
+
+    grads = {}
+    for checkpointing in (False, True):
+        config, _ = quick_start.build_config(
+            TALLRec, TINY_DATASET, config_dict={**parallel_props, "llm_gradient_checkpointing": checkpointing}
+        )
+        _, train_data, _, _ = quick_start.prepare_data(config)
+        torch.manual_seed(0)
+        model = TALLRec(config, train_data._dataset)
+        model.set_stage("stage2")
+        model.train()
+        assert model.llm.base_model.model.is_activation_checkpointing == checkpointing
+        batch = next(iter(model.stage_train_loader(model.training_stages()[0], train_data)))
+        torch.manual_seed(1)
+        model.stage2_loss(batch).backward()
+        grads[checkpointing] = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    assert len(grads[True]) > 0
+    for plain, recomputed in zip(grads[False], grads[True]):
+        assert torch.allclose(plain, recomputed, atol=1e-6, rtol=1e-4)
+
+
+def test_device_map_auto_places_the_llm_and_scores_the_same(workdir, parallel_props):
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.allmrec import ALLMRec
+
+    scores = {}
+    for device_map in ("none", "auto"):
+        config, _ = quick_start.build_config(
+            ALLMRec, TINY_DATASET, config_dict={**parallel_props, "llm_device_map": device_map}
+        )
+        _, _, _, test_data = quick_start.prepare_data(config)
+        torch.manual_seed(0)
+        model = ALLMRec(config, test_data._dataset).to(config["device"])
+        # one CPU: accelerate puts every layer there (transformers records a device map only across devices)
+        assert {p.device.type for p in model.llm.parameters()} == {"cpu"}
+        model.eval()
+        batch = next(iter(test_data))[0]
+        scores[device_map] = model.predict(batch.to(config["device"]))
+    assert torch.allclose(scores["none"], scores["auto"], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "props, message",
+    [
+        ({"llm_device_map": "everywhere"}, "llm_device_map: 'everywhere' is not one of none, auto"),
+        ({"llm_micro_batch_size": 0}, "llm_micro_batch_size: 0 must be an integer >= 1"),
+        ({"llm_gradient_checkpointing": "yes"}, "llm_gradient_checkpointing: 'yes' must be True or False"),
+    ],
+)
+def test_scale_out_option_errors(workdir, parallel_props, props, message):
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.errors import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=re.escape(message)):
+        quick_start.build_config("ALLMRec", TINY_DATASET, config_dict={**parallel_props, **props})
+
+
+def test_torchrun_environment_becomes_recbole_launch_keys():
+    from recbole_llmplugin.distributed import torchrun_keys
+
+    env = {
+        "TORCHELASTIC_RUN_ID": "x",
+        "RANK": "5",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "8",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "29400",
+    }
+    assert torchrun_keys(env) == {
+        "local_rank": 1,
+        "world_size": 8,
+        "nproc": 4,
+        "offset": 4,
+        "ip": "10.0.0.1",
+        "port": "29400",
+    }
+    assert torchrun_keys({}) == {}
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_device_map_auto_spreads_the_llm_over_two_gpus(workdir, parallel_props):
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.allmrec import ALLMRec
+
+    props = {**parallel_props, "llm_device_map": "balanced", "gpu_id": "0,1"}
+    config, _ = quick_start.build_config(ALLMRec, TINY_DATASET, config_dict=props)
+    _, _, _, test_data = quick_start.prepare_data(config)
+    model = ALLMRec(config, test_data._dataset).to(config["device"])
+    assert len(set(model.llm.hf_device_map.values())) == 2
+    model.eval()
+    assert torch.isfinite(model.predict(next(iter(test_data))[0].to(config["device"]))).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA and bitsandbytes")
+@pytest.mark.parametrize("quantization", ["8bit", "4bit"])
+def test_quantized_llm_scores_on_cuda(workdir, parallel_props, quantization):
+    pytest.importorskip("bitsandbytes")
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.allmrec import ALLMRec
+
+    props = {**parallel_props, "llm_quantization": quantization, "llm_dtype": "bfloat16"}
+    config, _ = quick_start.build_config(ALLMRec, TINY_DATASET, config_dict=props)
+    _, _, _, test_data = quick_start.prepare_data(config)
+    model = ALLMRec(config, test_data._dataset).to(config["device"])
+    model.eval()
+    assert torch.isfinite(model.predict(next(iter(test_data))[0].to(config["device"]))).all()
+
+
+def test_main_process_writes_and_the_others_wait(tmp_path, monkeypatch):
+    """``main_first`` / the trainer's write guard: a process that is not the main one writes nothing."""
+    from recbole_llmplugin import distributed, trainer
+
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    monkeypatch.setattr(trainer, "is_main", lambda: False)
+    stub = trainer.LLMTrainer.__new__(trainer.LLMTrainer)
+    stub.saved_model_file = str(tmp_path / "model.safetensors")
+    stub._save_checkpoint(0)
+    assert not any(Path(tmp_path).iterdir())
