@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_first
+from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
 from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.identity import config_identity, dataset_identity
 from recbole_llmplugin.locks import claim
@@ -38,7 +38,7 @@ def prepare_backbone(config, config_file_list, config_dict):
     path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
     with main_first():
         if is_main():
-            with claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits, then reuses it
+            with main_alone(), claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits
                 args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
                 result = _train_or_reuse(*args)
     config["cf_checkpoint"] = path

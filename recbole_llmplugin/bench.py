@@ -7,6 +7,14 @@
 ``text-encoder``: A-LLMRec stage-1 seconds per epoch with ``text_encoder_trainable`` none (cached text
 embeddings), last_layer and all, on the same backbone and data (the backbone is trained first if needed).
 
+``scale``: stage 2 and evaluation of A-LLMRec and TALLRec (``--models``) as a run does them, in one process or
+data-parallel (``--nproc``, RecBole's launch; or under torchrun), with fresh stage checkpoints (the CF backbone is
+reused): seconds per stage-2 epoch, training examples and prompt tokens per second, evaluation seconds per user,
+peak GPU memory and peak RSS of the main process, and hit@1 with its standard error. ``.ci/gpu-bench`` runs it on a
+GPU machine (``properties/benchmark/gpu-scale-beauty.yaml``); the tests run it scaled down on the CPU.
+
+    python -m recbole_llmplugin.bench scale --dataset=ml-100k --config_files=properties/benchmark/quick-ml100k.yaml --nproc=2
+
 ``stage2``: A-LLMRec stage-2 seconds per training example (objectives generate and rank) and score-mode
 evaluation seconds per user (float32, and ``llm_eval_quantization: int8``), with the item text template of
 the properties and without the release year, each beside its compute bound: 2 x (the LLM's non-embedding
@@ -15,6 +23,8 @@ float32 matrix-multiply rate measured on this machine. Stage 1 is trained (or re
 """
 
 import argparse
+import os
+import shutil
 import time
 
 import torch
@@ -24,6 +34,7 @@ from tabulate import tabulate
 from recbole_llmplugin.backbones import prepare_backbone
 from recbole_llmplugin.models.allmrec import ALLMRec
 from recbole_llmplugin.quick_start import build_config, prepare_data
+from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.resources import peak_rss_mb
 from recbole_llmplugin.trainer import Stage
 
@@ -114,9 +125,87 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
     return row
 
 
+def scale_rows(models, dataset, config_files, overrides, launch=None):
+    """Cost rows of ``models`` trained and evaluated by every process of this run (``launch``: RecBole's launch
+    keys), each with fresh stage checkpoints in a new folder; the CF backbone is trained once and reused. The main
+    process returns the rows (the others None) and removes the folder."""
+    from recbole_llmplugin.compare import run_models
+    from recbole_llmplugin.distributed import barrier, is_main, main_value, world_size
+
+    settings = {**overrides, **(launch or {}), "show_progress": False}
+    with_backbone = [m for m in models if getattr(get_model_class(m), "needs_cf_backbone", False)]
+    config, _ = build_config(with_backbone[0] if with_backbone else models[0], dataset, config_files, settings)
+    if with_backbone:
+        prepare_backbone(config, config_files, settings)  # config["cf_checkpoint"] now names it
+    folder = os.path.join(config["checkpoint_dir"], main_value(f"scale-{time.strftime('%Y%m%d-%H%M%S')}"))
+    fresh = {**settings, "checkpoint_dir": folder}
+    if with_backbone:
+        fresh["cf_checkpoint"] = config["cf_checkpoint"]
+    results = run_models(models, dataset, config_files, config_dict=fresh, isolate_failures=False)
+    barrier()
+    if not is_main():
+        return None
+    shutil.rmtree(folder, ignore_errors=True)
+    return [_scale_row(result, world_size(), str(config["device"])) for result in results]
+
+
+def _scale_row(result, processes, device):
+    costs, metrics = result["costs"], result["test_result"]
+    seconds, epochs = costs.get("stage2_seconds"), costs.get("stage2_epochs") or 1
+    examples = costs.get("train_examples", 0) * processes  # each process counts its share (equal up to one row)
+    tokens = examples * (costs.get("prompt_tokens_per_example") or 0)
+    hit, users = float(metrics["hit@1"]), costs["test_users"]
+    return {
+        "model": result["model"],
+        "processes": processes,
+        "device": device,
+        "stage-2 s / epoch": seconds / epochs if seconds else None,
+        "train examples / s": examples / seconds if seconds and examples else None,
+        "prompt tokens / s": tokens / seconds if seconds and tokens else None,
+        "eval s / user": costs["eval_seconds_per_user"],
+        "eval users": users,
+        "peak GPU MiB": costs.get("peak_gpu_mb"),
+        "peak RSS MiB": costs["peak_rss_mb"],
+        "hit@1": f"{hit:.3f} +- {(hit * (1 - hit) / max(users, 1)) ** 0.5:.3f}",
+    }
+
+
+def _scale_rank(models, dataset, config_files, overrides, launch):
+    return scale_rows(models, dataset, config_files, overrides, launch)
+
+
+def scale_table(rows):
+    def cell(value):
+        return "-" if value is None else f"{value:,.3g}" if isinstance(value, float) else value
+
+    return tabulate([[cell(v) for v in row.values()] for row in rows], headers=list(rows[0]), tablefmt="github")
+
+
+def run_scale(args, config_files, overrides):
+    from recbole_llmplugin.cli import launch_keys
+    from recbole_llmplugin.distributed import run_ranks
+
+    models = [m for m in args.models.split(",") if m]
+    launch = launch_keys(args)
+    if launch and "local_rank" not in launch:
+        rows = run_ranks(_scale_rank, (models, args.dataset, config_files, overrides), args.nproc, launch)
+    else:
+        rows = scale_rows(models, args.dataset, config_files, overrides, launch or None)
+    if rows:
+        print(f"\nStage 2 and evaluation on {args.dataset} ({rows[0]['processes']} process(es), {rows[0]['device']})\n")
+        print(scale_table(rows))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m recbole_llmplugin.bench")
-    parser.add_argument("benchmark", choices=["text-encoder", "stage2"])
+    parser.add_argument("benchmark", choices=["text-encoder", "stage2", "scale"])
+    parser.add_argument("--models", default="ALLMRec,TALLRec", help="scale: models to run")
+    parser.add_argument("--nproc", type=int, default=1, help="scale: processes on this machine (data-parallel)")
+    parser.add_argument("--ip", type=str, default="localhost")
+    parser.add_argument("--port", type=str, default="5678")
+    parser.add_argument("--world_size", type=int, default=-1)
+    parser.add_argument("--group_offset", type=int, default=0)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--config_files", default=None)
     parser.add_argument("--steps", type=int, default=5, help="stage2: timed training steps per objective")
@@ -128,6 +217,9 @@ def main(argv=None):
     )
     args, _ = parser.parse_known_args(argv)
     files = args.config_files.split() if args.config_files else None
+    if args.benchmark == "scale":
+        run_scale(args, files, {})
+        return
     if args.benchmark == "stage2":
         rate = matmul_gflops()
         table = []

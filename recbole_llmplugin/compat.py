@@ -150,7 +150,7 @@ def _fix_distributed_device():
         settings = self.final_config_dict
         if "local_rank" not in settings:
             return original(self)
-        from recbole_llmplugin.distributed import start_process_group
+        from recbole_llmplugin.distributed import share_cpu_threads, start_process_group
 
         gpu_id = settings["gpu_id"]
         gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
@@ -161,6 +161,8 @@ def _fix_distributed_device():
         settings["device"] = torch.device("cuda", settings["local_rank"]) if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(settings["local_rank"])
+        else:
+            share_cpu_threads(settings["nproc"])
         settings["single_spec"] = False
         if settings["local_rank"] + settings["offset"] != 0:  # as RecBole: only the main process logs and shows
             settings["state"] = "error"

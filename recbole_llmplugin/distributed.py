@@ -29,7 +29,8 @@ GROUP_TIMEOUT = datetime.timedelta(hours=2)  # a rank waits this long at a barri
 
 
 def is_distributed():
-    return dist.is_available() and dist.is_initialized()
+    """A data-parallel run whose processes all take part in what follows (not inside ``main_alone``)."""
+    return dist.is_available() and dist.is_initialized() and not _alone[0]
 
 
 def rank():
@@ -45,7 +46,7 @@ def is_main():
 
 
 def barrier():
-    if is_distributed():
+    if is_distributed() and not _alone[0]:
         dist.barrier()
 
 
@@ -90,7 +91,7 @@ def torchrun_keys(environ=None):
 
 def start_process_group(settings, backend):
     """Join the process group of RecBole's launch keys (once per process: a run builds several Configs)."""
-    if is_distributed():
+    if dist.is_initialized():
         return
     if "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun: its own rendezvous store
         dist.init_process_group(backend=backend, init_method="env://", timeout=GROUP_TIMEOUT)
@@ -102,6 +103,41 @@ def start_process_group(settings, backend):
         world_size=settings["world_size"],
         timeout=GROUP_TIMEOUT,
     )
+
+
+def main_value(value):
+    """The main process's ``value`` in every process (e.g. a folder name made from the time)."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def share_cpu_threads(nproc):
+    """On the CPU, each of ``nproc`` processes takes its share of the cores for torch's threads (every process would
+    otherwise start one per core, and together they would oversubscribe the machine); OMP_NUM_THREADS overrides."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(nproc))))
+
+
+_alone = [False]  # the main process is working alone (``main_alone``): no collectives
+
+
+@contextlib.contextmanager
+def main_alone():
+    """The main process works alone while the others wait in ``main_first`` (e.g. it trains the CF backbone through
+    RecBole as one process): collectives inside are skipped (the others are not there to join them), and on the
+    CPU it takes all the cores back."""
+    threads = torch.get_num_threads()
+    if is_distributed() and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+    _alone[0] = True
+    try:
+        yield
+    finally:
+        _alone[0] = False
+        torch.set_num_threads(threads)
 
 
 def share_rows(n, lengths=None, device=None):

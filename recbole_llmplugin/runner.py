@@ -35,7 +35,7 @@ from recbole_llmplugin.eval_candidates import (
 from recbole_llmplugin.llm_loading import GGUF_ALIASES, hub_offline
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model, model_property_file
-from recbole_llmplugin.resources import peak_rss_mb
+from recbole_llmplugin.resources import peak_gpu_mb, peak_rss_mb
 from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES
 from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.trainer import unique_checkpoint_name
@@ -185,6 +185,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "test_users": n_eval_users,
         "eval_seconds_per_user": eval_seconds / max(n_eval_users, 1),
         "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": peak_gpu_mb(config["device"]),
         "trainable_parameters": _trained_parameter_count(model_obj),
     }
     costs.update(getattr(trainer, "stage_seconds", {}))

@@ -295,6 +295,7 @@ class StagedTrainer(LLMTrainer):
             start = time.time()
             result = self._fit_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
             self.stage_seconds[f"{stage.name}_seconds"] = time.time() - start
+            self.stage_seconds[f"{stage.name}_epochs"] = stage.epochs
             tokens = getattr(self.model, "token_stats", lambda: {})().get("prompt_tokens_per_example")
             if tokens and stage.name != "stage1":
                 self.logger.info(f"{stage.name}: {tokens:.0f} prompt tokens per training example")

@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_DATASET
+from conftest import BACKBONE_PROPS, REPO, TINY_DATASET
 
 TIMEOUT = 900
 
@@ -65,6 +65,8 @@ def parallel_props(allmrec_config):
 
 
 def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_writes(tmp_path, parallel_props):
+    # cf_checkpoint auto: the main process trains the backbone alone while the other waits
+    parallel_props = {**parallel_props, **BACKBONE_PROPS, "cf_checkpoint": "auto"}
     one, one_out = _run_cli(tmp_path / "one", parallel_props)
     two, two_out = _run_cli(tmp_path / "two", parallel_props, "--nproc=2", "--port=29631")
     assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys(), two_out
@@ -74,8 +76,10 @@ def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_wri
     stages = sorted((tmp_path / "one" / "checkpoints").rglob("*-stage*.safetensors"))
     stages += sorted((tmp_path / "one" / "checkpoints").rglob("*-lora-*.safetensors"))
     assert len(stages) == 3, stages
-    for path in stages:
-        alone, shared = load_file(path), load_file(tmp_path / "two" / path.relative_to(tmp_path / "one"))
+    for path in stages:  # names carry the backbone file's digest: each run trained its own (the same weights)
+        pattern = re.sub(r"-[0-9a-f]{10}", "-*", str(path.relative_to(tmp_path / "one")))
+        (twin,) = (tmp_path / "two").glob(pattern)
+        alone, shared = load_file(path), load_file(twin)
         weights = [key for key in alone if key.startswith("weights.")]
         assert weights and all(torch.allclose(alone[k], shared[k], atol=1e-5) for k in weights), path
     # the same files, once each: the second process wrote no checkpoint, cache, adapter or log of its own
@@ -235,3 +239,30 @@ def test_main_process_writes_and_the_others_wait(tmp_path, monkeypatch):
     stub.saved_model_file = str(tmp_path / "model.safetensors")
     stub._save_checkpoint(0)
     assert not any(Path(tmp_path).iterdir())
+
+
+def test_scale_benchmark_runs_scaled_down_on_the_cpu_in_two_processes(tmp_path, parallel_props):
+    """The GPU benchmark (``.ci/gpu-bench`` runs it) on tiny models, 2 gloo processes: it prints its figures."""
+    (tmp_path / "props.yaml").write_text(yaml.safe_dump(parallel_props), encoding="utf-8")
+    command = [sys.executable, "-m", "recbole_llmplugin.bench", "scale", f"--dataset={TINY_DATASET}"]
+    command += ["--config_files=props.yaml", "--nproc=2", "--port=29633"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    table = done.stdout[done.stdout.index("Stage 2 and evaluation") :]
+    assert "(2 process(es), cpu)" in table
+    header = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert header[:4] == ["model", "processes", "device", "stage-2 s / epoch"]
+    rows = {cells[0]: dict(zip(header, cells)) for cells in _table_rows(table)}
+    assert set(rows) == {"ALLMRec", "TALLRec"}
+    for row in rows.values():
+        assert float(row["prompt tokens / s"].replace(",", "")) > 0 and float(row["eval s / user"]) > 0
+        assert row["eval users"] == "60" and row["peak GPU MiB"] == "-"
+    assert not list((tmp_path / "checkpoints").glob("scale-*"))  # its fresh stage checkpoints are removed
+
+
+def _table_rows(table):
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0] in ("ALLMRec", "TALLRec"):
+            yield cells

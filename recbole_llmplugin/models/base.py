@@ -478,9 +478,10 @@ class LLMRecommender(SequentialRecommender):
         return F.cross_entropy(logits, labels)
 
     def token_stats(self):
-        """Mean prompt tokens per training example and per evaluated user so far."""
+        """Training examples, and mean prompt tokens per training example and per evaluated user so far."""
         c = self.token_counts
         return {
+            "train_examples": c["train_examples"],  # this process's (its share in a data-parallel run)
             "prompt_tokens_per_example": c["train_tokens"] / c["train_examples"] if c["train_examples"] else None,
             "prompt_tokens_per_user": c["eval_tokens"] / c["eval_users"] if c["eval_users"] else None,
         }
