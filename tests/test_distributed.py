@@ -18,11 +18,12 @@ from conftest import BACKBONE_PROPS, REPO, TINY_DATASET
 TIMEOUT = 900
 
 
-def _run_cli(folder, props, *flags):
+def _run_cli(folder, props, *flags, launcher=()):
     """run_recbole_llm.py in ``folder`` with ``props`` as a property file: (test metrics per model, stdout)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "props.yaml").write_text(yaml.safe_dump(props), encoding="utf-8")
-    command = [sys.executable, str(REPO / "run_recbole_llm.py"), "--model=ALLMRec,TALLRec", f"--dataset={TINY_DATASET}"]
+    command = [sys.executable, *launcher, str(REPO / "run_recbole_llm.py"), "--model=ALLMRec,TALLRec"]
+    command += [f"--dataset={TINY_DATASET}"]
     command += ["--config_files=props.yaml", *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -69,9 +70,12 @@ def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_wri
     parallel_props = {**parallel_props, **BACKBONE_PROPS, "cf_checkpoint": "auto"}
     one, one_out = _run_cli(tmp_path / "one", parallel_props)
     two, two_out = _run_cli(tmp_path / "two", parallel_props, "--nproc=2", "--port=29631")
-    assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys(), two_out
+    torchrun = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29632")
+    three, _ = _run_cli(tmp_path / "torchrun", parallel_props, launcher=torchrun)
+    assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys() == three.keys(), two_out
     for model in one:
         assert len(one[model]) == 6 and two[model] == pytest.approx(one[model], abs=2e-4), (model, one, two)
+        assert three[model] == pytest.approx(one[model], abs=2e-4), (model, one, three)
     # the same trained weights: DDP averaged the two halves' gradients into the whole batch's
     stages = sorted((tmp_path / "one" / "checkpoints").rglob("*-stage*.safetensors"))
     stages += sorted((tmp_path / "one" / "checkpoints").rglob("*-lora-*.safetensors"))
