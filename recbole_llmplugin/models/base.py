@@ -244,7 +244,8 @@ class LLMRecommender(SequentialRecommender):
             local = torch.full((len(first_rows),), -1, dtype=torch.long, device=item_ids.device)
             local[users] = torch.arange(len(users), device=item_ids.device)
             rows = torch.isin(block, users).nonzero(as_tuple=True)[0]  # [r]
-            scores[rows] = self._score_rows(interaction, rows, local[block[rows]], first_rows[users])
+            scored = self._score_rows(interaction, rows, local[block[rows]], first_rows[users])  # [r]
+            scores[rows] = scored.to(scores.device)  # an LLM spread by llm_device_map answers on its own device
         self.scorer.llm = self.llm
         return scores
 
