@@ -75,7 +75,10 @@ def resolve_llm_path(llm_path):
         folder = cache_dir() / "models" / llm_path
         with main_first():  # a data-parallel run: the main process builds it, the others read it
             if not (folder / "config.json").is_file():
-                build_from_gguf(_package_file(package, filename), folder)
+                # building initialises a model at random before loading the weights: keep that off the seeded RNG,
+                # or a run that builds the folder would train from other initial weights than the runs after it
+                with torch.random.fork_rng():
+                    build_from_gguf(_package_file(package, filename), folder)
         return str(folder)
     return str(llm_path)
 

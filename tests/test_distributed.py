@@ -294,3 +294,23 @@ def _table_rows(table):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) > 3 and cells[0] in ("ALLMRec", "TALLRec"):
             yield cells
+
+
+def test_building_the_packaged_llm_folder_leaves_the_seeded_rng_alone(tmp_path, monkeypatch):
+    """The first run on a machine builds the model folder from the GGUF (a random init, then the weights): the
+    seeded RNG must come out as it went in, or that run trains from other initial weights than every later run."""
+    from recbole_llmplugin import llm_loading
+
+    def build(gguf, target):  # stands in for the real build: a random init, then the folder
+        torch.nn.Linear(64, 64)
+        Path(target).mkdir(parents=True)
+        (Path(target) / "config.json").write_text("{}", encoding="utf-8")
+
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path))
+    monkeypatch.setattr(llm_loading, "build_from_gguf", build)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    llm_loading.resolve_llm_path("smollm2-135m")
+    assert (tmp_path / "models" / "smollm2-135m" / "config.json").is_file()
+    assert torch.equal(torch.rand(3), expected)
