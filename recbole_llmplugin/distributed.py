@@ -7,7 +7,7 @@ from stage to stage, so the plugin keeps RecBole's launch keys and process group
 
 - wraps only the parameters a stage trains (``data_parallel``), anew at every stage;
 - gives every process the same global batch and the same random draws; each process trains its share of the
-  rows (``share``), so N processes train what one process would (``trainer.LLMTrainer``);
+  rows (``share_rows``), so N processes train what one process would (``trainer.LLMTrainer``);
 - shards evaluation by whole batches of users and gathers what RecBole's collector kept, so the metrics are
   computed once, on every user, exactly as in one process (``gather_struct``);
 - lets only the main process write (checkpoints, caches, results); the others wait (``main_first``).
@@ -26,6 +26,7 @@ from torch import nn
 # RecBole's launch keys (run_recbole.py --nproc, --world_size, --group_offset, --ip, --port) and local_rank
 LAUNCH_KEYS = ("local_rank", "world_size", "nproc", "offset", "ip", "port")
 GROUP_TIMEOUT = datetime.timedelta(hours=2)  # a rank waits this long at a barrier (the main one may train a backbone)
+_alone = [False]  # the main process is working alone (``main_alone``): no collectives
 
 
 def is_distributed():
@@ -46,7 +47,7 @@ def is_main():
 
 
 def barrier():
-    if is_distributed() and not _alone[0]:
+    if is_distributed():
         dist.barrier()
 
 
@@ -119,9 +120,6 @@ def share_cpu_threads(nproc):
     otherwise start one per core, and together they would oversubscribe the machine); OMP_NUM_THREADS overrides."""
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(nproc))))
-
-
-_alone = [False]  # the main process is working alone (``main_alone``): no collectives
 
 
 @contextlib.contextmanager
