@@ -170,10 +170,6 @@ def _scale_row(result, processes, device):
     }
 
 
-def _scale_rank(models, dataset, config_files, overrides, launch):
-    return scale_rows(models, dataset, config_files, overrides, launch)
-
-
 def scale_table(rows):
     def cell(value):
         return "-" if value is None else f"{value:,.3g}" if isinstance(value, float) else value
@@ -183,14 +179,11 @@ def scale_table(rows):
 
 def run_scale(args, config_files, overrides):
     from recbole_llmplugin.cli import launch_keys
-    from recbole_llmplugin.distributed import run_ranks
+    from recbole_llmplugin.distributed import run_launched
 
     models = [m for m in args.models.split(",") if m]
     launch = launch_keys(args)
-    if launch and "local_rank" not in launch:
-        rows = run_ranks(_scale_rank, (models, args.dataset, config_files, overrides), args.nproc, launch)
-    else:
-        rows = scale_rows(models, args.dataset, config_files, overrides, launch or None)
+    rows = run_launched(scale_rows, (models, args.dataset, config_files, overrides), args.nproc, launch)
     if rows:
         print(f"\nStage 2 and evaluation on {args.dataset} ({rows[0]['processes']} process(es), {rows[0]['device']})\n")
         print(scale_table(rows))

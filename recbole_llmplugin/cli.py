@@ -51,17 +51,14 @@ def main(argv=None):
 
     from recbole_llmplugin import PluginError
     from recbole_llmplugin.compare import comparison_table
-    from recbole_llmplugin.distributed import run_ranks
+    from recbole_llmplugin.distributed import run_launched
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
     # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
     run = (models, args.dataset, config_files, len(models) > 1 and not launch)
     try:
-        if launch and "local_rank" not in launch:  # RecBole's way: spawn nproc processes here
-            results = run_ranks(_run_models, run, args.nproc, launch)
-        else:  # one process, or one of torchrun's
-            results = _run_models(*run, launch or None)
+        results = run_launched(_run_models, run, args.nproc, launch)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

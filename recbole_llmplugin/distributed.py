@@ -195,6 +195,15 @@ def gather_struct(struct):
     return struct
 
 
+def run_launched(function, args, nproc, launch):
+    """``function(*args, settings)`` as a run launches it: in ``nproc`` processes spawned here when ``launch`` has
+    no ``local_rank`` (RecBole's ``--nproc``), else in this process (one process, or one of torchrun's); returns
+    what the main process's call returned."""
+    if launch and "local_rank" not in launch:
+        return run_ranks(function, args, nproc, launch)
+    return function(*args, launch or None)
+
+
 def run_ranks(function, args, nproc, launch):
     """Start ``nproc`` processes (torch.multiprocessing spawn, as RecBole's ``run``) running
     ``function(*args, settings)`` with RecBole's launch keys; returns what the main process's call returned."""

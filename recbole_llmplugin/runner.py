@@ -120,19 +120,16 @@ def get_trainer_class(config, model_class):
     return get_trainer(config["MODEL_TYPE"], config["model"])
 
 
-def prepare_data(config, whole_loaders=None):
-    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied.
-
-    ``whole_loaders`` (default: a plugin model's run): in a data-parallel run every process gets the whole loaders
-    (the plugin's trainer splits batches itself); else RecBole's per-process shards."""
+def prepare_data(config):
+    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied. In a
+    data-parallel run a plugin model's processes each get the whole loaders (its trainer splits the batches
+    itself); a RecBole model's get RecBole's per-process shards."""
     logger = getLogger()
     dataset = create_dataset(config)
     logger.info(dataset)
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     apply_eval_user_sample(config, dataset)
-    if whole_loaders is None:
-        whole_loaders = is_plugin_model(config["model"])
-    with single_process_view(config) if whole_loaders else contextlib.nullcontext():
+    with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
         train_data, valid_data, test_data = data_preparation(config, dataset)
     apply_eval_candidates(config, dataset, valid_data, test_data, source)
     return dataset, train_data, valid_data, test_data

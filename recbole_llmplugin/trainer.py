@@ -99,10 +99,9 @@ class LLMTrainer(Trainer):
             weights = torch.ones(n, device=self.device) if weights is None else weights.float()
             rows = distributed.share_rows(n, lengths, device=self.device)
             parts = list(torch.split(rows, self.micro_batch_size or max(len(rows), 1))) or [rows]
-            earlier = None
+            earlier, wrapped = None, self.distributed_model is not None
             for index, part in enumerate(parts):
                 last = index == len(parts) - 1
-                wrapped = self.distributed_model is not None
                 with contextlib.nullcontext() if last or not wrapped else self.distributed_model.no_sync():
                     if last and wrapped:
                         self.distributed_model(torch.zeros(1, device=self.device))  # this backward syncs
@@ -346,8 +345,8 @@ class StagedTrainer(LLMTrainer):
         self.logger.info(set_color(f"resuming {path}", "green") + f": from epoch {self.start_epoch}")
 
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
-        owner = claim(stage.checkpoint, f"{stage.name} ({os.path.basename(stage.checkpoint)})")
-        with owner if is_main() else contextlib.nullcontext():  # the main process claims it for all
+        what = f"{stage.name} ({os.path.basename(stage.checkpoint)})"
+        with claim(stage.checkpoint, what) if is_main() else contextlib.nullcontext():  # the main one claims for all
             barrier()  # the others wait for the claim, then see the files the main process sees
             return self._fit_claimed_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
 

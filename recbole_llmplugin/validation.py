@@ -16,6 +16,7 @@ import yaml
 
 from recbole_llmplugin.errors import ConfigValueError
 from recbole_llmplugin.identity import RUN_LOCAL_KEYS
+from recbole_llmplugin.llm_loading import DEVICE_MAPS
 from recbole_llmplugin.paths import properties_dir
 
 
@@ -94,7 +95,7 @@ RULES = {
     "llm_eval_quantization": _enum("none", "int8"),
     "llm_score_method": _enum("packed", "cache"),
     "llm_score_row_chunk": POSITIVE,
-    "llm_device_map": _enum("none", "auto", "balanced", "balanced_low_0", "sequential"),
+    "llm_device_map": _enum(*DEVICE_MAPS),
     "llm_gradient_checkpointing": BOOL,
     "llm_micro_batch_size": POSITIVE_OR_NONE,
     "text_encoder": STR,

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
-from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -391,7 +390,7 @@ class LLMRecommender(SequentialRecommender):
             return interaction, None, None
         seq, seq_len, target = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
         candidates = self.training_candidates(seq, target)  # [B, C]
-        interaction.update(Interaction({CANDIDATES: candidates}))
+        interaction[CANDIDATES] = candidates
         # the generation loss is a mean over answer tokens (NOTE: objective both mixes it with a mean over rows: a
         # split weights both by rows)
         weights = self.answer_lengths[target].float() if self.objective == "generate" else None
