@@ -13,14 +13,13 @@ import shutil
 from logging import getLogger
 from pathlib import Path
 
-import yaml
-
 from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
 from recbole_llmplugin.files import atomic_write, digest
 from recbole_llmplugin.identity import config_identity, dataset_identity
 from recbole_llmplugin.locks import claim
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.runner import build_config, evaluate_saved, train_and_evaluate
+from recbole_llmplugin.validation import yaml_keys, recbole_keys
 
 
 def prepare_backbone(config, config_file_list, config_dict):
@@ -44,7 +43,8 @@ def prepare_backbone(config, config_file_list, config_dict):
     config["cf_checkpoint"] = path
     if not is_main():  # the main process reports it
         return []
-    result["model"] = f"{cf_model} (backbone)"
+    result["model"] = result["label"] = f"{cf_model} (backbone)"
+    result["variant"] = "backbone"
     return [result]
 
 
@@ -59,7 +59,7 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
         with open(summary, encoding="utf-8") as handle:
             result = json.load(handle)  # its training costs; the metrics are re-measured below
         fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
-        result["test_result"] = fresh["test_result"]
+        result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
         result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
     else:
         logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
@@ -73,13 +73,15 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
     return result
 
 
+# plugin keys a RecBole run reads too: they choose the users and candidates that validate (early-stop) and test it
+EVALUATION_KEYS = frozenset({"eval_candidates", "eval_candidates_seed", "eval_candidates_file", "eval_user_sample"})
+
+
 def backbone_identity(backbone_config):
     """The backbone run's identity (``identity.config_identity``: its whole resolved config minus run-local
-    keys) without this plugin's own keys (stages, prompts, LLM...), which a RecBole model never reads, plus
-    the content of its dataset files."""
-    plugin_keys = set()
-    for name in ["overall.yaml"] + sorted(os.listdir(properties_dir() / "model")):
-        with open(properties_dir() / (name if name == "overall.yaml" else f"model/{name}"), encoding="utf-8") as handle:
-            plugin_keys |= set(yaml.safe_load(handle) or {})
-    plugin_keys -= {"train_neg_sample_args"}
-    return [config_identity(backbone_config, exclude=plugin_keys), dataset_identity(backbone_config)]
+    keys) without the keys only plugin models read (stages, prompts, LLM...: keys of the plugin's property files
+    that no RecBole property file defines, ``EVALUATION_KEYS`` excepted), plus the content of its dataset files.
+    A RecBole key that a plugin file sets too (``epochs``, ``eval_batch_size``...) stays in it."""
+    files = [properties_dir() / "overall.yaml", *sorted((properties_dir() / "model").glob("*.yaml"))]
+    plugin_only = yaml_keys(files) - recbole_keys() - EVALUATION_KEYS
+    return [config_identity(backbone_config, exclude=plugin_only), dataset_identity(backbone_config)]

@@ -32,6 +32,7 @@ from recbole.utils import init_logger, init_seed
 from tabulate import tabulate
 
 from recbole_llmplugin.backbones import prepare_backbone
+from recbole_llmplugin.compare import metric_cell
 from recbole_llmplugin.models.allmrec import ALLMRec
 from recbole_llmplugin.quick_start import build_config, prepare_data
 from recbole_llmplugin.registry import get_model_class
@@ -155,8 +156,9 @@ def _scale_row(result, processes, device):
     examples = costs.get("train_examples", 0) * processes  # each process counts its share (equal up to one row)
     tokens = examples * (costs.get("prompt_tokens_per_example") or 0)
     hit, users = float(metrics["hit@1"]), costs["test_users"]
+    se = (result.get("test_se") or {}).get("hit@1")
     return {
-        "model": result["model"],
+        "model": result.get("label") or result["model"],
         "processes": processes,
         "device": device,
         "stage-2 s / epoch": seconds / epochs if seconds else None,
@@ -166,7 +168,7 @@ def _scale_row(result, processes, device):
         "eval users": users,
         "peak GPU MiB": costs.get("peak_gpu_mb"),
         "peak RSS MiB": costs["peak_rss_mb"],
-        "hit@1": f"{hit:.3f} +- {(hit * (1 - hit) / max(users, 1)) ** 0.5:.3f}",
+        "hit@1": metric_cell(hit, se),
     }
 
 

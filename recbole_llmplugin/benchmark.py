@@ -9,8 +9,11 @@ The benchmark file is also every run's property file (shared evaluation, fixed c
 cf_model: GRU4Rec}``). Each finished run
 is written to ``<output>/runs/<dataset>-<model>-seed<seed>.json`` and is not redone when the benchmark
 is restarted; a failed run is reported as failed (and retried on restart) without stopping the others.
-Outputs: ``runs.csv`` (one row per run), ``summary.csv`` / ``summary.md`` (mean and std over seeds) and
-``summary.png`` (hit@1 and ndcg@10 per model).
+Rows are labelled with each run's form (``runner.row_label``: ``ALLMRec (vocabulary, match)``); a model that ranks
+its trained weights another way too (A-LLMRec's CF match alone, ``eval_match_row``) adds that row, kept in the same
+run file. Outputs: ``runs.csv`` (one row per run and ranking: label, variant, n, metrics and their standard errors),
+``summary.csv`` / ``summary.md`` (per label: mean over seeds, standard error over users, std over seeds, n) and
+``summary.png`` (hit@1 and ndcg@10 per label, ±1 SE).
 """
 
 import json
@@ -24,7 +27,9 @@ import yaml
 from tabulate import tabulate
 from tqdm import tqdm
 
+from recbole_llmplugin.compare import metric_cell
 from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.runner import row_label
 from recbole_llmplugin.validation import read_yaml_file
 from recbole_llmplugin.files import atomic_write
 
@@ -37,6 +42,11 @@ COSTS = [
     "stage2_seconds",
 ]
 CHART_METRICS = ["hit@1", "ndcg@10"]
+NOTE = (
+    "Metrics: mean over seeds ± standard error over the n evaluated users (sd: std over seeds). A model named "
+    "'Model (...)' ran in the form named, not the paper's; '...; CF match alone, no LLM' ranks by the trained "
+    "CF match without the LLM."
+)
 
 
 def load_spec(path):
@@ -56,13 +66,28 @@ def run_file(output, dataset, model, seed):
     return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
 
 
-def _jsonable(result):
-    keep = {
-        k: result[k]
-        for k in ("model", "dataset", "test_result", "best_valid_result", "costs")
-        if result.get(k) is not None
-    }
-    return json.loads(json.dumps(keep, default=float))
+KEPT = ("model", "variant", "label", "dataset", "test_result", "test_se", "best_valid_result", "costs")
+
+
+def _jsonable(result, name):
+    """What a run file keeps of a run's result, its rows labelled with the benchmark entry's ``name``; the rows of
+    the same trained model ranked another way (``other_rankings``) go with it."""
+
+    def keep(row):
+        kept = {k: row[k] for k in KEPT if row.get(k) is not None}
+        kept["model"], kept["label"] = name, row_label(name, row.get("variant", ""))
+        return kept
+
+    kept = keep(result)
+    kept["other_rankings"] = [keep(row) for row in result.get("other_rankings") or []]
+    return json.loads(json.dumps(kept, default=float))
+
+
+def _rows(record):
+    """A run file's rows: the model's own, then its other rankings (same dataset, seed and training)."""
+    own = {k: v for k, v in record.items() if k != "other_rankings"}
+    extra = [{**row, "dataset": own["dataset"], "seed": own.get("seed")} for row in record.get("other_rankings") or []]
+    return [own] + extra
 
 
 def run_benchmark(path, runner=None):
@@ -78,19 +103,17 @@ def run_benchmark(path, runner=None):
     for dataset, seed, model in tqdm(jobs, desc="benchmark", ncols=100):
         target = run_file(output, dataset, model, seed)
         if target.is_file():
-            records.append(json.loads(target.read_text(encoding="utf-8")))
+            records.extend(_rows({**json.loads(target.read_text(encoding="utf-8")), "seed": seed}))
             continue
         overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
-            result = _jsonable(runner(actual, dataset, [str(path)], overrides))
-            result["model"] = model
+            result = _jsonable(runner(actual, dataset, [str(path)], overrides), model)
             atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         except Exception as error:  # reported, retried on restart, never stops the other runs
             getLogger().error(traceback.format_exc())
             result = {"model": model, "dataset": dataset, "error": f"{type(error).__name__}: {error}"}
-        result["seed"] = seed
-        records.append(result)
+        records.extend(_rows({**result, "seed": seed}))
     rows = summarise(records)
     write_outputs(output, records, rows)
     for line in efficiency_lines(rows):
@@ -99,19 +122,30 @@ def run_benchmark(path, runner=None):
 
 
 def summarise(records):
-    """One row per (dataset, model): mean and std over seeds of metrics and costs; failures counted."""
+    """One row per (dataset, label): mean over seeds of each metric, its standard error over the evaluated users
+    (``_se``: the runs' mean) and its std over seeds (``_std``), mean costs and evaluated users; failures counted."""
     groups = {}
     for record in records:
-        groups.setdefault((record["dataset"], record["model"]), []).append(record)
+        label = record.get("label") or record["model"]
+        groups.setdefault((record["dataset"], label), []).append(record)
     rows = []
-    for (dataset, model), group in groups.items():
+    for (dataset, label), group in groups.items():
         ok = [r for r in group if "error" not in r and r.get("test_result")]
-        row = {"dataset": dataset, "model": model, "runs": len(ok), "failed": len(group) - len(ok)}
+        row = {
+            "dataset": dataset,
+            "label": label,
+            "model": group[0]["model"],
+            "variant": next((r.get("variant", "") for r in ok), ""),
+            "runs": len(ok),
+            "failed": len(group) - len(ok),
+            "users": _mean([r["costs"].get("test_users") for r in ok]),
+        }
         if len(group) > len(ok):
             row["error"] = next(r["error"] for r in group if "error" in r)
         for key in dict.fromkeys(k for r in ok for k in r["test_result"]):  # RecBole's metric order
             values = np.array([r["test_result"][key] for r in ok], dtype=float)
             row[key], row[key + "_std"] = float(values.mean()), float(values.std())
+            row[key + "_se"] = _mean([(r.get("test_se") or {}).get(key) for r in ok])
         for key in COSTS:
             values = [r["costs"][key] for r in ok if r["costs"].get(key) is not None]
             if values:
@@ -120,10 +154,16 @@ def summarise(records):
     return rows
 
 
+def _mean(values):
+    values = [v for v in values if v is not None and v == v]
+    return float(np.mean(values)) if values else None
+
+
 def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
     """A-LLMRec vs TALLRec on the same data, LLM and training examples (paper: 2.53x / 1.71x)."""
     lines = []
-    by_key = {(r["dataset"], r["model"]): r for r in rows if r["runs"] > 0}
+    own = [r for r in rows if r["runs"] > 0 and not r.get("variant", "").endswith("no LLM")]  # LLM-ranked rows
+    by_key = {(r["dataset"], r["model"]): r for r in own}
     for (dataset, model), row in by_key.items():
         other = by_key.get((dataset, slow))
         if model != fast or other is None:
@@ -139,23 +179,33 @@ def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
 
 
 def markdown_table(rows):
-    """One line per (dataset, model); the metric columns are those of every run that finished, whatever the
+    """One line per (dataset, label); each metric as mean ± standard error over the n evaluated users (with several
+    seeds, their std follows as ``sd``); the metric columns are those of every run that finished, whatever the
     position of a failed one, whose error goes in the last column."""
-    metrics = list(dict.fromkeys(k for row in rows for k in row if "@" in k and not k.endswith("_std")))
+    metrics = list(dict.fromkeys(k for row in rows for k in row if "@" in k and not k.endswith(("_std", "_se"))))
     table = []
     for row in rows:
-        cells = [row["dataset"], row["model"], row["runs"]]
-        cells += [f"{row[m]:.4f} ± {row[m + '_std']:.4f}" if m in row else "" for m in metrics]
+        cells = [row["dataset"], row.get("label") or row["model"], row["runs"], _users(row.get("users"))]
+        cells += [_cell(row, m) if m in row else "" for m in metrics]
         cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
         error = row.get("error", "")
         cells.append(f"FAILED {row['failed']}: {error[:80]}" if error else "")
         table.append(cells)
     headers = (
-        ["dataset", "model", "runs"]
+        ["dataset", "model", "runs", "n"]
         + metrics
         + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s", "error"]
     )
     return tabulate(table, headers=headers, tablefmt="github")
+
+
+def _users(users):
+    return "" if users is None else f"{users:.0f}"
+
+
+def _cell(row, metric):
+    cell = metric_cell(row[metric], row.get(metric + "_se"))
+    return cell + (f" (sd {row[metric + '_std']:.4f})" if row["runs"] > 1 else "")
 
 
 def write_outputs(output, records, rows):
@@ -164,8 +214,17 @@ def write_outputs(output, records, rows):
     os.makedirs(output, exist_ok=True)
     run_rows = []
     for r in records:
-        flat = {"dataset": r["dataset"], "model": r["model"], "seed": r.get("seed"), "error": r.get("error", "")}
+        flat = {
+            "dataset": r["dataset"],
+            "label": r.get("label") or r["model"],
+            "model": r["model"],
+            "variant": r.get("variant", ""),
+            "seed": r.get("seed"),
+            "users": (r.get("costs") or {}).get("test_users"),
+            "error": r.get("error", ""),
+        }
         flat.update(r.get("test_result") or {})
+        flat.update({f"{k}_se": v for k, v in (r.get("test_se") or {}).items()})
         flat.update({k: v for k, v in (r.get("costs") or {}).items() if k in COSTS})
         run_rows.append(flat)
     for name, data in (("runs.csv", run_rows), ("summary.csv", rows)):
@@ -179,9 +238,10 @@ def write_outputs(output, records, rows):
 
         atomic_write(os.path.join(output, name), write)
     table = markdown_table(rows)
-    atomic_write(os.path.join(output, "summary.md"), lambda tmp: Path(tmp).write_text(table + "\n", encoding="utf-8"))
+    text = f"{NOTE}\n\n{table}\n"
+    atomic_write(os.path.join(output, "summary.md"), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     atomic_write(os.path.join(output, "summary.png"), lambda tmp: bar_chart(rows, tmp))
-    print(f"\n{table}\n\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
+    print(f"\n{NOTE}\n\n{table}\n\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
 
 
 def bar_chart(rows, path):
@@ -191,17 +251,17 @@ def bar_chart(rows, path):
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r["runs"] > 0]
-    labels = [f"{r['model']}\n{r['dataset']}" for r in shown]
+    labels = [f"{r.get('label') or r['model']}\n{r['dataset']}" for r in shown]
     x = np.arange(len(shown))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(shown) + 2), 4.5))
     width = 0.38
     for i, metric in enumerate(CHART_METRICS):
         means = [r.get(metric, 0.0) for r in shown]
-        stds = [r.get(metric + "_std", 0.0) for r in shown]
-        ax.bar(x + (i - 0.5) * width, means, width, yerr=stds, capsize=3, label=metric)
+        errors = [r.get(metric + "_se") or 0.0 for r in shown]
+        ax.bar(x + (i - 0.5) * width, means, width, yerr=errors, capsize=3, label=metric)
     ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("test metric (mean over seeds)")
+    ax.set_ylabel("test metric (error bars: ±1 SE over users)")
     ax.legend()
     ax.set_title("Same candidates for every model")
     fig.tight_layout()

@@ -70,7 +70,8 @@ def main(argv=None):
     users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
     print(
         f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
-        f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model):\n"
+        f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model; "
+        f"± = standard error over the n users; a row named 'Model (...)' is that model in the form named):\n"
     )
     print(comparison_table(results))
     return 0 if all("error" not in r for r in results) else 1

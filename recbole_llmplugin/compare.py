@@ -30,6 +30,7 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
             result = run_recbole_llm(name, dataset, config_file_list, config_dict)
             results.extend(result.get("companions", []))  # e.g. ALLMRec's CF backbone, same candidates
             results.append(result)
+            results.extend(result.get("other_rankings", []))  # e.g. A-LLMRec's CF match alone, same users
         except Exception as error:  # one model's failure must not stop the comparison
             if not isolate_failures:
                 raise
@@ -40,8 +41,16 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
 
 
 def comparison_table(results, tablefmt="github"):
-    """Markdown table: one row per model, test metrics then costs."""
+    """Markdown table: one row per result (labelled with its form), each test metric as mean ± standard error over
+    the n evaluated users, then n and the costs."""
     return tabulate(*_table(results), tablefmt=tablefmt)
+
+
+def metric_cell(value, se):
+    """``0.2933 ± 0.0372``: a metric and its standard error over users (the value alone when it has none)."""
+    if se is None or se != se:  # none measured, or NaN (fewer than 2 users)
+        return f"{float(value):.4f}"
+    return f"{float(value):.4f} ± {float(se):.4f}"
 
 
 def _table(results):
@@ -52,14 +61,15 @@ def _table(results):
                 metrics.append(key)
     rows = []
     for result in results:
+        label = result.get("label") or result["model"]
         if "error" in result:
-            rows.append(
-                [result["model"], "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS))
-            )
+            rows.append([label, "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) + 1))
             continue
-        row = [result["model"]] + [f"{float(result['test_result'][m]):.4f}" for m in metrics]
+        se = result.get("test_se") or {}
+        row = [label] + [metric_cell(result["test_result"][m], se.get(m)) for m in metrics]
         costs = result["costs"]
         row += [
+            costs.get("test_users", ""),
             f"{costs['fit_seconds']:.1f}",
             f"{costs['eval_seconds_per_user']:.3f}",
             f"{costs['peak_rss_mb']:.0f}",
@@ -69,5 +79,5 @@ def _table(results):
             ),
         ]
         rows.append(row)
-    headers = ["model"] + metrics + [label for _, label in COST_COLUMNS] + ["train s per stage"]
+    headers = ["model"] + metrics + ["n"] + [label for _, label in COST_COLUMNS] + ["train s per stage"]
     return rows, headers

@@ -46,6 +46,7 @@ RUN_LOCAL_KEYS = frozenset(
         "wandb_project",
         "metric_decimal_place",
         "loss_decimal_place",
+        "eval_match_row",  # one more row from the same trained weights
         # evaluation batching (same scores in any batch layout; tested)
         "eval_batch_size",
         "llm_eval_user_batch",

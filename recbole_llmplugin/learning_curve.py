@@ -39,6 +39,7 @@ from recbole_llmplugin.files import atomic_write
 from recbole_llmplugin.quick_start import build_config, needs_backbone, prepare_data, restore
 from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.checkpoints import load_checkpoint
+from recbole_llmplugin.standard_errors import standard_error
 from recbole_llmplugin.trainer import StagedTrainer
 
 
@@ -47,14 +48,12 @@ def metrics_from_ranks(ranks):
     ranks = np.asarray(ranks)
     hit1 = (ranks == 0).astype(float)
     ndcg10 = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
-    n = len(ranks)
-    se = lambda x: float(x.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")  # noqa: E731
     return {
-        "users": n,
+        "users": len(ranks),
         "hit@1": float(hit1.mean()),
-        "hit@1_se": se(hit1),
+        "hit@1_se": standard_error(hit1),
         "ndcg@10": float(ndcg10.mean()),
-        "ndcg@10_se": se(ndcg10),
+        "ndcg@10_se": standard_error(ndcg10),
     }
 
 

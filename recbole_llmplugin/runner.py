@@ -36,6 +36,7 @@ from recbole_llmplugin.llm_loading import GGUF_ALIASES, hub_offline
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model, model_property_file
 from recbole_llmplugin.resources import peak_gpu_mb, peak_rss_mb
+from recbole_llmplugin.standard_errors import use_standard_errors
 from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES
 from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.trainer import unique_checkpoint_name
@@ -157,6 +158,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     model_obj = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer_class(config, model_class)(config, model_obj)
+    evaluator = use_standard_errors(trainer, config)
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
@@ -169,6 +171,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - eval_start
     n_eval_users = _num_eval_users(test_data)
+    test_se = _whole_standard_errors(evaluator, config, plugin)
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -189,16 +192,71 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     if hasattr(model_obj, "token_stats"):  # LLM models: mean prompt tokens per training example / evaluated user
         costs.update({k: v for k, v in model_obj.token_stats().items() if v is not None})
     logger.info(set_color("costs", "yellow") + f": {costs}")
-    return {
+    variant = variant_of(model_class, config)
+    result = {
         "model": config["model"],
+        "variant": variant,
+        "label": row_label(config["model"], variant),
         "dataset": config["dataset"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "test_se": test_se,
         "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
         "costs": costs,
     }
+    result["other_rankings"] = [
+        _ranked_again(model_obj, trainer, evaluator, test_data, mode, result, plugin)
+        for mode in getattr(model_obj, "other_rankings", lambda: [])()
+    ]
+    return result
+
+
+def _ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin):
+    """The row of the same trained model and test users ranked by ``eval_mode`` (e.g. A-LLMRec's CF match alone):
+    its metrics, standard errors and evaluation time; the training costs are the model's own row's."""
+    config = trainer.config
+    own = model.eval_mode
+    model.eval_mode = eval_mode
+    try:
+        start = time.time()
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+        seconds = time.time() - start
+    finally:
+        model.eval_mode = own
+    variant = variant_of(type(model), config, eval_mode)
+    getLogger().info(set_color(f"test result ({variant})", "yellow") + f": {test_result}")
+    users = _num_eval_users(test_data)
+    costs = dict(result["costs"], test_eval_seconds=seconds, eval_seconds_per_user=seconds / max(users, 1))
+    return {
+        **{k: v for k, v in result.items() if k not in ("other_rankings", "saved_model_file")},
+        "variant": variant,
+        "label": row_label(config["model"], variant),
+        "eval_mode": eval_mode,
+        "test_result": test_result,
+        "test_se": _whole_standard_errors(evaluator, config, plugin),
+        "costs": costs,
+    }
+
+
+def variant_of(model_class, config, eval_mode=None):
+    """The form of a run's row in words ("" for the paper's form, and for RecBole's models): see
+    ``LLMRecommender.variant``."""
+    return model_class.variant(config, eval_mode) if hasattr(model_class, "variant") else ""
+
+
+def row_label(name, variant):
+    """A result row's label: the model (or benchmark entry) name, with its form when it is not the paper's."""
+    return f"{name} ({variant})" if variant else name
+
+
+def _whole_standard_errors(evaluator, config, plugin):
+    """The standard errors of the last evaluation, over all its users. A RecBole model's data-parallel evaluation
+    measures each process's share of the users (RecBole then averages the metrics): no SE is claimed for it."""
+    if not plugin and not config["single_spec"]:
+        return {}
+    return dict(evaluator.standard_errors)
 
 
 def _trained_parameter_count(model):
@@ -217,11 +275,18 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     restore(
         model_obj, load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
     )
+    trainer = get_trainer_class(config, model_class)(config, model_obj)
+    evaluator = use_standard_errors(trainer, config)
     start = time.time()
-    result = get_trainer_class(config, model_class)(config, model_obj).evaluate(test_data, load_best_model=False)
+    result = trainer.evaluate(test_data, load_best_model=False)
     seconds = time.time() - start
     users = _num_eval_users(test_data)
-    return {"test_result": dict(result), "test_users": users, "eval_seconds_per_user": seconds / max(users, 1)}
+    return {
+        "test_result": dict(result),
+        "test_se": _whole_standard_errors(evaluator, config, is_plugin_model(model_class.__name__)),
+        "test_users": users,
+        "eval_seconds_per_user": seconds / max(users, 1),
+    }
 
 
 def _num_eval_users(loader):

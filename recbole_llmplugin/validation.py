@@ -109,7 +109,7 @@ RULES = {
     "prompt_index_item": STR,
     "prompt_index_labels": STR,
     "prompt_answer_eos": BOOL,
-    "eval_mode": _enum("score", "index", "generate"),
+    "eval_mode": _enum("score", "index", "generate", "match"),
     "adam_betas": Rule("list", none=True),
     "trust_checkpoint": BOOL,
     # model files (ALLMRec, MLPLLM, TALLRec)
@@ -139,6 +139,7 @@ RULES = {
     "stage2_user_sample": POSITIVE_OR_NONE,
     "stage2_objective": _enum("generate", "rank", "both", "index", "match"),
     "rerank_topk": POSITIVE,
+    "eval_match_row": BOOL,
     "lora_r": POSITIVE,
     "lora_alpha": RATE,
     "lora_dropout": _float(0.0, 1.0),
@@ -184,7 +185,7 @@ def check_user_files(config_file_list):
         read_yaml_file(path)
 
 
-def _yaml_keys(paths):
+def yaml_keys(paths):
     keys = set()
     for path in paths:
         try:
@@ -199,14 +200,14 @@ def _yaml_keys(paths):
 def recbole_keys():
     """Every key a property file of RecBole defines (read once per process)."""
     recbole_root = os.path.join(os.path.dirname(recbole.__file__), "properties")
-    return _yaml_keys(glob.glob(os.path.join(recbole_root, "**", "*.yaml"), recursive=True)) | set(RECBOLE_RULES)
+    return yaml_keys(glob.glob(os.path.join(recbole_root, "**", "*.yaml"), recursive=True)) | set(RECBOLE_RULES)
 
 
 @functools.lru_cache(maxsize=None)
 def known_keys():
     """Every key a property file of RecBole or of the plugin defines (plus the plugin's table); read once."""
     files = glob.glob(os.path.join(str(properties_dir()), "**", "*.yaml"), recursive=True)
-    return recbole_keys() | _yaml_keys(files) | set(RULES) | _RUNTIME_KEYS
+    return recbole_keys() | yaml_keys(files) | set(RULES) | _RUNTIME_KEYS
 
 
 # keys read from the command line or set by RecBole / the plugin at run time, found in no property file
@@ -246,14 +247,14 @@ def check_values(config, keys=None):
 def model_keys(model_name):
     """Plugin keys of one model: overall.yaml + its own model file."""
     root = properties_dir()
-    return _yaml_keys([os.path.join(root, "overall.yaml"), os.path.join(root, "model", f"{model_name}.yaml")])
+    return yaml_keys([os.path.join(root, "overall.yaml"), os.path.join(root, "model", f"{model_name}.yaml")])
 
 
 def unused_user_keys(config, model_name, plugin_model):
     """Keys the user set that belong to another plugin model's file and not to this one: ignored by this run."""
     if not plugin_model:
         return []
-    others = _yaml_keys(glob.glob(os.path.join(str(properties_dir()), "model", "*.yaml"))) - recbole_keys()
+    others = yaml_keys(glob.glob(os.path.join(str(properties_dir()), "model", "*.yaml"))) - recbole_keys()
     return sorted((user_keys(config) & others) - model_keys(model_name))
 
 

@@ -137,14 +137,31 @@ def test_scores_do_not_depend_on_block_position(workdir, allmrec_config):
     torch.testing.assert_close(model.predict(interaction[order]), scores[order], atol=1e-5, rtol=1e-5)
 
 
+def _one_row_per_user(test_data, users=12):
+    """The first ``users`` users of a sampled-evaluation loader, one row each (as full-sort evaluation gives them)."""
+    interaction = next(iter(test_data))[0]
+    _, first_rows = user_blocks(interaction["user_id"])
+    assert len(first_rows) >= users
+    return interaction[first_rows[:users]]
+
+
 def test_full_sort_reranks_backbone_top_k(workdir, allmrec_config):
-    model, _, test_data = build(allmrec_config, rerank_topk=4)
-    interaction = next(iter(test_data))[0][:10:10]
+    """Each of 12 users gets finite scores on exactly the backbone's top rerank_topk unseen items: nothing from its
+    history, and the same items the backbone ranks first."""
+    model, _, test_data = build(allmrec_config, rerank_topk=4, eval_batch_size=200)
+    interaction = _one_row_per_user(test_data)
     scores = model.full_sort_predict(interaction)
     finite = torch.isfinite(scores)
     assert finite.sum(1).tolist() == [4] * len(interaction)
-    history = interaction["item_id_list"][0]
-    assert not finite[0, history[history > 0]].any()
+    cf = model.backbone.full_sort_scores(
+        interaction["item_id_list"], interaction["item_length"], interaction["user_id"]
+    )
+    for user, history in enumerate(interaction["item_id_list"]):
+        seen = history[history > 0]
+        assert not finite[user, seen].any()
+        cf[user, seen] = -torch.inf
+        cf[user, 0] = -torch.inf
+        assert set(finite[user].nonzero().flatten().tolist()) == set(cf[user].topk(4).indices.tolist())
 
 
 def test_full_sort_index_mode_labels_every_reranked_item(workdir, allmrec_config):
@@ -152,15 +169,21 @@ def test_full_sort_index_mode_labels_every_reranked_item(workdir, allmrec_config
     the training prompts' 5."""
     full = {**allmrec_config["eval_args"], "mode": "full"}
     model, _, test_data = build(
-        allmrec_config, rerank_topk=12, eval_mode="index", stage2_objective="index", eval_args=full
+        allmrec_config,
+        rerank_topk=12,
+        eval_mode="index",
+        stage2_objective="index",
+        eval_args=full,
+        eval_batch_size=10**5,
     )
     assert len(model.label_ids) == 12
-    interaction = next(iter(test_data))[0][:10:10]
+    interaction = next(iter(test_data))[0][:12]  # full-sort loader: one row per user
+    assert len(set(interaction["user_id"].tolist())) == 12
     scores = model.full_sort_predict(interaction)
     assert torch.isfinite(scores).sum(1).tolist() == [12] * len(interaction)
 
 
-def test_resumed_stage1_gives_uninterrupted_metrics(workdir, allmrec_config):
+def test_reused_stage1_gives_the_same_metrics(workdir, allmrec_config):
     first = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=allmrec_config)
     stage1 = glob.glob("saved/allmrec/*stage1*.safetensors")
     stage2 = glob.glob("saved/allmrec/*stage2*")
@@ -181,10 +204,31 @@ def test_cf_checkpoint_auto_trains_then_reuses_backbone(workdir, allmrec_config)
     second = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
     assert second["companions"][0]["test_result"] == pytest.approx(dict(first["companions"][0]["test_result"]))
     assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
-    # reused with other evaluation users: the backbone is re-evaluated on the new users, not copied
-    third = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**config, "eval_user_sample": 7})
-    assert third["companions"][0]["costs"]["test_users"] == 7 == third["costs"]["test_users"]
+    # other stage-2 properties: the same backbone, reused and re-evaluated on this run's users and candidates
+    third = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**config, "stage2_learning_rate": 0.01})
+    assert third["companions"][0]["test_result"] == pytest.approx(dict(first["companions"][0]["test_result"]))
     assert len(glob.glob("saved/cf_backbones/*.pth")) == 1
+    # other evaluation users: they early-stop the backbone too, so another one is trained and evaluated on them
+    fourth = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**config, "eval_user_sample": 7})
+    assert fourth["companions"][0]["costs"]["test_users"] == 7 == fourth["costs"]["test_users"]
+    assert len(glob.glob("saved/cf_backbones/*.pth")) == 2
+
+
+def test_backbone_identity_follows_what_trains_and_early_stops_it(workdir, tiny_config):
+    """An auto backbone is reused only under the same training: a RecBole key changes its identity even when a
+    plugin property file sets it too (epochs: LLMOnly.yaml), and so do the plugin keys that choose the users and
+    candidates that validate it; keys only plugin models read do not."""
+    from recbole_llmplugin.backbones import backbone_identity
+    from recbole_llmplugin.files import digest
+
+    def key(**overrides):
+        config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, **BACKBONE_PROPS, **overrides})
+        return digest(backbone_identity(config))
+
+    plain = key()
+    assert key(stage2_epochs=4) == plain and key(prompt_history_len=3) == plain and key(llm_path="elsewhere") == plain
+    for overrides in ({"epochs": 3}, {"eval_user_sample": 7}, {"eval_candidates_seed": 5}, {"learning_rate": 0.01}):
+        assert key(**overrides) != plain, overrides
 
 
 @pytest.mark.parametrize("family", ["GRU4Rec", "NextItNet", "BERT4Rec", "Caser"])
@@ -636,3 +680,85 @@ def test_match_objective_errors(workdir, allmrec_config, model_name, overrides, 
         config, model_class = build_config(model_name, TINY_DATASET, config_dict={**allmrec_config, **overrides})
         _, train_data, _, _ = prepare_data(config)
         model_class(config, train_data._dataset)
+
+
+MATCH_FORM = {**VOCABULARY, "stage2_objective": "match", "stage2_learning_rate": 0.01}
+
+
+def test_match_eval_mode_ranks_by_the_cf_match_without_the_llm(workdir, allmrec_config, monkeypatch):
+    """eval_mode match: each candidate row scores <F_U(u), F_I(item)> / sqrt(H) with its own user, one dot product
+    at a time here, and no LLM pass runs."""
+    model, _, test_data = build(allmrec_config, **{**MATCH_FORM, "eval_mode": "match"})
+    model.eval()
+    monkeypatch.setattr(model.llm, "forward", lambda *a, **k: pytest.fail("eval_mode match ran the LLM"))
+    interaction = next(iter(test_data))[0]
+    block, first_rows = user_blocks(interaction[model.USER_ID])
+    assert len(first_rows) >= 5
+    scores = model.predict(interaction)
+    root_h = model.user_projection[-1].out_features ** 0.5
+    with torch.no_grad():
+        users = model._user_token(model.user_fields(interaction, first_rows))  # [U, H]
+        expected = torch.tensor(
+            [
+                float(users[b] @ model._projected_items([i], "cpu")[0]) / root_h
+                for b, i in zip(block.tolist(), interaction[model.ITEM_ID].tolist())
+            ]
+        )
+    torch.testing.assert_close(scores, expected)
+
+
+def test_run_reports_the_llm_ranked_row_and_the_cf_match_alone(workdir, allmrec_config):
+    """A run of the vocabulary form gives two labelled rows with n and standard errors: the LLM-ranked one and the
+    CF match alone from the same weights, equal to a run that ranks by the match (eval_mode match) itself."""
+    from recbole_llmplugin.compare import comparison_table
+
+    result = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**allmrec_config, **MATCH_FORM})
+    assert result["label"] == "ALLMRec (vocabulary, match)"
+    (match,) = result["other_rankings"]
+    assert match["label"] == "ALLMRec (vocabulary, match; CF match alone, no LLM)" and match["eval_mode"] == "match"
+    assert match["costs"]["test_users"] == result["costs"]["test_users"] > 10
+    for row in (result, match):
+        assert set(row["test_se"]) == set(row["test_result"]) and all(0 < v < 0.5 for v in row["test_se"].values())
+    alone = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**allmrec_config, **MATCH_FORM, "eval_mode": "match"})
+    assert alone["label"] == match["label"] and alone["other_rankings"] == []
+    assert dict(alone["test_result"]) == dict(match["test_result"])
+    assert alone["test_se"] == pytest.approx(match["test_se"])
+    table = comparison_table([result, match])
+    assert "| ALLMRec (vocabulary, match; CF match alone, no LLM) |" in table
+    assert f"{result['test_result']['hit@1']:.4f} ± {result['test_se']['hit@1']:.4f}" in table
+    without = run_recbole_llm(
+        "ALLMRec", TINY_DATASET, config_dict={**allmrec_config, **MATCH_FORM, "eval_match_row": False}
+    )
+    assert without["other_rankings"] == []
+
+
+@pytest.mark.parametrize(
+    "model_name, overrides, variant",
+    [
+        ("ALLMRec", {}, ""),
+        ("ALLMRec", {"eval_mode": "generate"}, ""),
+        ("ALLMRec", MATCH_FORM, "vocabulary, match"),
+        ("ALLMRec", {**MATCH_FORM, "eval_mode": "match"}, "vocabulary, match; CF match alone, no LLM"),
+        ("ALLMRec", {"joint_embedding": "text", "stage1_all_positions": True}, "text joint, all positions"),
+        ("ALLMRec", {"stage2_objective": "rank", "stage2_match_weight": 0.5}, "rank, + match loss x0.5"),
+        ("ALLMRec", {"cf_model": "GRU4Rec"}, "GRU4Rec backbone"),
+        ("ALLMRec", {"eval_mode": "index", "stage2_objective": "index"}, "index"),
+        ("MLPLLM", {**MATCH_FORM, "joint_embedding": "text"}, "vocabulary, match"),
+        ("TALLRec", {"eval_mode": "index", "stage2_objective": "index"}, "index"),
+        ("LLMOnly", {"eval_mode": "index"}, "index ranking"),
+        ("LLMOnly", {}, ""),
+        ("SASRec", {}, ""),
+    ],
+)
+def test_each_row_names_its_form(workdir, allmrec_config, model_name, overrides, variant):
+    """The paper's form keeps the bare name; every option that makes another method is named."""
+    from recbole_llmplugin.runner import row_label, variant_of
+
+    config, model_class = build_config(model_name, TINY_DATASET, config_dict={**allmrec_config, **overrides})
+    assert variant_of(model_class, config) == variant
+    assert row_label(model_name, variant) == (f"{model_name} ({variant})" if variant else model_name)
+
+
+def test_match_eval_mode_needs_a_trained_match(workdir, allmrec_config):
+    with pytest.raises(ConfigValueError, match="stage2_objective 'generate' does not train: set stage2_objective"):
+        build(allmrec_config, eval_mode="match")

@@ -19,17 +19,25 @@ class FakeRunner:
         if model in self.fail:
             raise RuntimeError(f"{model} exploded")
         hit = {"A": 0.2, "B": 0.5}.get(model, 0.3) + 0.1 * (overrides["seed"] - 1)
-        return {
+        result = {
             "model": model,
+            "variant": "",
             "dataset": dataset,
             "test_result": {"hit@1": hit, "ndcg@10": hit / 2},
+            "test_se": {"hit@1": 0.04, "ndcg@10": 0.02},
             "costs": {
+                "test_users": 100,
                 "fit_seconds": 1.0,
                 "eval_seconds_per_user": 0.5,
                 "peak_rss_mb": 100.0,
                 "trainable_parameters": 7,
             },
         }
+        if model == "B":  # a form other than the paper's, with a second ranking of the same weights
+            result["variant"] = "vocabulary, match"
+            match = {"variant": "vocabulary, match; CF match alone, no LLM", "test_result": {"hit@1": 0.6}}
+            result["other_rankings"] = [{**result, **match, "test_se": {"hit@1": 0.05}}]
+        return result
 
 
 @pytest.fixture
@@ -51,16 +59,40 @@ def spec(tmp_path):
 
 def test_aggregates_isolates_failures_and_writes_outputs(spec, tmp_path):
     runner = FakeRunner(fail={"C"})
-    rows = {r["model"]: r for r in run_benchmark(spec, runner)}
+    rows = {r["label"]: r for r in run_benchmark(spec, runner)}
     assert rows["A"]["hit@1"] == pytest.approx(0.25) and rows["A"]["hit@1_std"] == pytest.approx(0.05)
-    assert rows["B"]["runs"] == 2 and rows["B"]["ndcg@10"] == pytest.approx(0.275)
+    assert rows["A"]["hit@1_se"] == pytest.approx(0.04) and rows["A"]["users"] == 100
+    assert rows["B (vocabulary, match)"]["runs"] == 2 and rows["B (vocabulary, match)"]["ndcg@10"] == pytest.approx(
+        0.275
+    )
     assert rows["C"]["runs"] == 0 and rows["C"]["failed"] == 2 and "exploded" in rows["C"]["error"]
     out = tmp_path / "out"
     md = (out / "summary.md").read_text()
-    assert "FAILED" in md and "0.2500 ± 0.0500" in md
+    assert "FAILED" in md and "0.2500 ± 0.0400 (sd 0.0500)" in md and "| 100 |" in md
     assert (out / "summary.png").read_bytes()[:4] == b"\x89PNG"
     with open(out / "runs.csv") as handle:
-        assert len(list(csv.DictReader(handle))) == 6
+        runs = list(csv.DictReader(handle))
+    assert len(runs) == 8  # 3 models x 2 seeds, and B's second ranking in each seed
+    assert {r["variant"] for r in runs if r["model"] == "B"} == {
+        "vocabulary, match",
+        "vocabulary, match; CF match alone, no LLM",
+    }
+    assert {r["hit@1_se"] for r in runs if r["model"] == "A"} == {"0.04"}
+
+
+def test_rows_are_grouped_by_label_with_each_form_named(spec, tmp_path):
+    """A model in another form than the paper's is labelled with it, and its second ranking of the same trained
+    weights (A-LLMRec's CF match alone) is its own row, kept when the benchmark is restarted."""
+    run_benchmark(spec, FakeRunner())
+    restarted = FakeRunner()
+    rows = {r["label"]: r for r in run_benchmark(spec, restarted)}
+    assert restarted.calls == []
+    assert set(rows) == {"A", "B (vocabulary, match)", "B (vocabulary, match; CF match alone, no LLM)", "C"}
+    match = rows["B (vocabulary, match; CF match alone, no LLM)"]
+    assert match["model"] == "B" and match["runs"] == 2 and match["hit@1"] == pytest.approx(0.6)
+    assert match["hit@1_se"] == pytest.approx(0.05) and "ndcg@10" not in match
+    table = (tmp_path / "out" / "summary.md").read_text()
+    assert "| B (vocabulary, match; CF match alone, no LLM) |" in table
 
 
 def test_restart_skips_finished_runs_and_retries_failed(spec):
@@ -68,7 +100,7 @@ def test_restart_skips_finished_runs_and_retries_failed(spec):
     run_benchmark(spec, first)
     assert len(first.calls) == 6
     second = FakeRunner()
-    rows = {r["model"]: r for r in run_benchmark(spec, second)}
+    rows = {r["label"]: r for r in run_benchmark(spec, second)}
     assert sorted(second.calls) == [("C", "d1", 1), ("C", "d1", 2)]  # only the failed ones run again
     assert rows["C"]["failed"] == 0 and rows["C"]["runs"] == 2
 
@@ -105,7 +137,8 @@ def test_efficiency_ratios():
         },
         {"dataset": "d", "model": "TALLRec", "runs": 1, "stage2_seconds": 100.0, "eval_seconds_per_user": 3.0},
     ]
-    (line,) = efficiency_lines(rows)
+    rows.append({**rows[0], "variant": "vocabulary, match; CF match alone, no LLM", "eval_seconds_per_user": 0.001})
+    (line,) = efficiency_lines(rows)  # the LLM-ranked row, not the CF match alone
     assert "2.50x" in line and "1.50x" in line
 
 
@@ -132,13 +165,14 @@ def test_summary_stays_well_formed_whichever_model_fails(spec, tmp_path, failing
     run_benchmark(spec, FakeRunner(fail={failing}))
     lines = [line for line in (tmp_path / "out" / "summary.md").read_text().splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    assert header[:5] == ["dataset", "model", "runs", "hit@1", "ndcg@10"] and header[-1] == "error"
+    assert header[:6] == ["dataset", "model", "runs", "n", "hit@1", "ndcg@10"] and header[-1] == "error"
     rows = {cells[1]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
     assert all(len(cells) == len(header) for cells in rows.values())
     assert rows[failing][header.index("hit@1")] == "" and "exploded" in rows[failing][-1]
     assert rows[failing][header.index("train s")] == ""
+    own = {"A": "A", "B": "B (vocabulary, match)", "C": "C"}  # a failed run's row has the bare name
     for model in {"A", "B", "C"} - {failing}:
-        assert "±" in rows[model][header.index("hit@1")] and rows[model][-1] == ""
+        assert "±" in rows[own[model]][header.index("hit@1")] and rows[own[model]][-1] == ""
 
 
 def test_missing_or_unparsable_benchmark_file_is_one_line(tmp_path):

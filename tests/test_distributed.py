@@ -32,14 +32,20 @@ def _run_cli(folder, props, *flags, launcher=()):
 
 
 def _metrics(table):
-    """{model: {metric: value}} from the comparison table the command prints (its metric@k columns)."""
+    """{model: {metric: value, metric_se: its standard error, n: users}} from the comparison table the command
+    prints (its metric@k columns, "mean ± SE", and n)."""
     rows, header = {}, None
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0] == "model":
             header = cells
         elif header and len(cells) == len(header) and cells[0] in ("ALLMRec", "TALLRec"):
-            rows[cells[0]] = {name: float(value) for name, value in zip(header, cells) if "@" in name}
+            row = {"n": float(cells[header.index("n")])}
+            for name, value in zip(header, cells):
+                if "@" in name:
+                    mean, se = value.split(" ± ")
+                    row[name], row[name + "_se"] = float(mean), float(se)
+            rows[cells[0]] = row
     return rows
 
 
@@ -74,7 +80,7 @@ def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_wri
     three, _ = _run_cli(tmp_path / "torchrun", parallel_props, launcher=torchrun)
     assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys() == three.keys(), two_out
     for model in one:
-        assert len(one[model]) == 6 and two[model] == pytest.approx(one[model], abs=2e-4), (model, one, two)
+        assert len(one[model]) == 13 and two[model] == pytest.approx(one[model], abs=2e-4), (model, one, two)
         assert three[model] == pytest.approx(one[model], abs=2e-4), (model, one, three)
     # the same trained weights: DDP averaged the two halves' gradients into the whole batch's
     stages = sorted((tmp_path / "one" / "checkpoints").rglob("*-stage*.safetensors"))
@@ -145,9 +151,21 @@ def test_gradient_checkpointing_gives_the_same_gradients(workdir, parallel_props
         assert torch.allclose(plain, recomputed, atol=1e-6, rtol=1e-4)
 
 
-def test_device_map_auto_places_the_llm_and_scores_the_same(workdir, parallel_props):
+def test_device_map_auto_splits_the_llm_over_cpu_and_disk_and_scores_the_same(workdir, parallel_props, monkeypatch):
+    """llm_device_map auto with a memory budget that holds the embeddings but not the layers (accelerate's
+    max_memory, as a GPU's would be; here the CPU's, with the rest offloaded to disk): the LLM is really split over
+    two devices, and A-LLMRec's scores are the unsplit LLM's."""
+    import transformers
+
     from recbole_llmplugin import quick_start
     from recbole_llmplugin.models.allmrec import ALLMRec
+
+    loader = transformers.AutoModelForCausalLM.from_pretrained.__func__
+
+    def with_budget(cls, path, **kwargs):
+        if "device_map" in kwargs:  # the embeddings (and the tied head) fit in 2x their size, the layers go to disk
+            kwargs.update(max_memory={"cpu": 2 * embedding_bytes}, offload_folder=str(workdir / "offload"))
+        return loader(cls, path, **kwargs)
 
     scores = {}
     for device_map in ("none", "auto"):
@@ -157,8 +175,12 @@ def test_device_map_auto_places_the_llm_and_scores_the_same(workdir, parallel_pr
         _, _, _, test_data = quick_start.prepare_data(config)
         torch.manual_seed(0)
         model = ALLMRec(config, test_data._dataset).to(config["device"])
-        # one CPU: accelerate puts every layer there (transformers records a device map only across devices)
-        assert {p.device.type for p in model.llm.parameters()} == {"cpu"}
+        if device_map == "none":
+            embedding_bytes = model.llm.get_input_embeddings().weight.numel() * 4
+            monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", classmethod(with_budget))
+        else:
+            assert set(model.llm.hf_device_map.values()) == {"cpu", "disk"}, model.llm.hf_device_map
+            assert model.llm_dispatched
         model.eval()
         batch = next(iter(test_data))[0]
         scores[device_map] = model.predict(batch.to(config["device"]))

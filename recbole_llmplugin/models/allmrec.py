@@ -32,7 +32,9 @@ official code"):
 - ``allmrec_token_space: vocabulary`` (plugin option, ``eval_mode: index``): items are shown as ordinary LLM
   tokens and the user token ending the prompt is the candidates' tokens mixed by softmax <F_U(u), F_I(z_j)>,
   so the frozen LLM's copy (induction) circuit answers the best-matching candidate's label; the paper's free
-  soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (README).
+  soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (README, "The vocabulary form").
+  In that form with ``stage2_objective: match`` the trained part is a CF two-tower match that the frozen LLM copies;
+  ``eval_mode: match`` ranks by that match alone, and ``eval_match_row`` reports it beside the LLM-ranked row.
   ``allmrec_query_temperature`` sharpens that mixture; ``stage2_objective: match`` trains F_U / F_I on the
   CF match alone (no LLM pass) and ``stage2_match_weight`` adds it beside another objective (plugin options).
 - ``prompt_answer`` may hold ``{item_token}``: the candidate's F_I token inside its own scored answer (rank
@@ -50,7 +52,7 @@ from torch import nn
 
 from recbole_llmplugin.cf_backbone import CFBackbone
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.models.base import OBJECTIVES, LLMRecommender, prompt_order
+from recbole_llmplugin.models.base import OBJECTIVES, LLMRecommender, prompt_order, user_blocks
 from recbole_llmplugin.prompts import item_vocabulary_tokens
 from recbole_llmplugin.text_encoder import (
     encode,
@@ -97,7 +99,7 @@ class ALLMRec(LLMRecommender):
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage1_modules = ("item_to_joint", "joint_to_item", "text_to_joint", "joint_to_text")
     stage2_modules = ("user_projection", "item_projection")
-    eval_modes = ("score", "generate", "index")
+    eval_modes = ("score", "generate", "index", "match")  # match: the trained CF match alone, no LLM pass
     answer_item_token = CANDIDATE_TOKEN
     objectives = OBJECTIVES + ("match",)  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
     full_sort = True  # the backbone's top rerank_topk items, re-ranked
@@ -120,6 +122,12 @@ class ALLMRec(LLMRecommender):
             )
         self.token_space = config["allmrec_token_space"] or "projected"
         self._check_token_space(config)
+        self.match_row = bool(config["eval_match_row"])
+        if self.eval_mode == "match" and not self.match_trained():
+            raise ConfigValueError(
+                f"eval_mode: match ranks by the CF match <F_U(u), F_I(item)>, which stage2_objective "
+                f"'{self.objective}' does not train: set stage2_objective: match or stage2_match_weight > 0"
+            )
 
         self.backbone = CFBackbone(
             config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
@@ -136,11 +144,33 @@ class ALLMRec(LLMRecommender):
         self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
         self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
         if self.token_space == "vocabulary":
-            reserved = self.label_ids.tolist()
+            reserved = self.label_ids.tolist() if self.eval_mode == "index" else []  # match: no LLM, no labels
             ids = item_vocabulary_tokens(self.tokenizer, self.n_items, config["item_vocabulary_offset"], reserved)
             self.register_buffer("item_vocab_ids", ids.to(config["device"]), persistent=False)  # [n_items]
         self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
         self.set_stage("eval")
+
+    @classmethod
+    def form_parts(cls, config):
+        """The paper's form: projected soft tokens, the CF joint embedding of each user's last position, title
+        generation, a SASRec backbone. Each other choice is named (``LLMRecommender.variant``)."""
+        parts = ["vocabulary"] if config["allmrec_token_space"] == "vocabulary" else []
+        if cls.stage1_modules:
+            parts += ["text joint"] if config["joint_embedding"] == "text" else []
+            parts += ["all positions"] if config["stage1_all_positions"] else []
+        parts += super().form_parts(config)
+        weight = float(config["stage2_match_weight"] or 0.0)
+        parts += [f"+ match loss x{weight:g}"] if weight else []
+        parts += [f"{config['cf_model']} backbone"] if config["cf_model"] != "SASRec" else []
+        return parts
+
+    def match_trained(self):
+        """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""
+        return self.objective == "match" or self.match_weight > 0
+
+    def other_rankings(self):
+        """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it."""
+        return ["match"] if self.match_row and self.match_trained() and self.eval_mode != "match" else []
 
     def _check_token_space(self, config):
         if self.token_space not in TOKEN_SPACES:
@@ -152,10 +182,10 @@ class ALLMRec(LLMRecommender):
                     "by: set allmrec_token_space: vocabulary"
                 )
             return
-        if self.eval_mode != "index":
+        if self.eval_mode not in ("index", "match"):
             raise ConfigValueError(
                 f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode to index "
-                f"and stage2_objective to index or match (got eval_mode {self.eval_mode})"
+                f"(or match: the CF match alone) and stage2_objective to index or match (got eval_mode {self.eval_mode})"
             )
         if not config["prompt_template"].rstrip().endswith("{user_token}"):
             raise ConfigValueError(
@@ -388,6 +418,22 @@ class ALLMRec(LLMRecommender):
         )
 
     # --- evaluation ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_blocks(self, interaction):
+        """``eval_mode: match`` scores each row by the CF match alone; every other mode through the LLM."""
+        if self.eval_mode == "match":
+            return self.match_scores(interaction)
+        return super().score_blocks(interaction)
+
+    def match_scores(self, interaction):
+        """[R] <F_U(u), F_I(z_item)> / sqrt(H) of each candidate row with its user: ``candidate_match`` without
+        a prompt or an LLM pass (the ranking the vocabulary user token hands to the LLM)."""
+        item_ids = interaction[self.ITEM_ID]  # [R]
+        block, first_rows = user_blocks(interaction[self.USER_ID])  # [R], [U]
+        user = self._user_token(self.user_fields(interaction, first_rows))  # [U, H]
+        items = self._projected_items(item_ids, item_ids.device)  # [R, H]
+        return (items * user[block]).sum(-1) / user.shape[-1] ** 0.5  # [R]
+
     def _score_rows(self, interaction, rows, owner, first_rows):
         if self.eval_mode != "generate":
             return super()._score_rows(interaction, rows, owner, first_rows)

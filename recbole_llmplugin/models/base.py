@@ -26,6 +26,8 @@ _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffl
 OBJECTIVES = ("generate", "rank", "both", "index")
 INDEX_OBJECTIVES = ("index", "match")  # objectives that train what eval_mode index ranks by
 CANDIDATES = "training_candidates"  # field of a training batch: its candidates, drawn once (``training_batch``)
+# how a row was ranked, when not by the paper's answer (its likelihood, ``score``, or its generation, ``generate``)
+RANKING_NAMES = {"index": "index ranking", "match": "CF match alone, no LLM"}
 
 
 def eval_negatives(config):
@@ -94,7 +96,7 @@ class LLMRecommender(SequentialRecommender):
                 f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
             )
         # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token
-        # would sit at position 0, the attention sink, whose hidden state the LLM overwrites (README, "Prompts")
+        # would sit at position 0, the attention sink, whose hidden state the LLM overwrites (README, "Item text and prompts")
         self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
@@ -146,6 +148,30 @@ class LLMRecommender(SequentialRecommender):
                 "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
             )
         self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
+
+    @classmethod
+    def form_parts(cls, config):
+        """Short names of this run's options that make it another method than the paper's form of the model
+        (none: the paper's form). Base: the training objective, unless it is the paper's title generation."""
+        objective = config["stage2_objective"] if cls.trains_llm_stage else None
+        return [objective] if objective not in (None, "generate") else []
+
+    @classmethod
+    def variant(cls, config, eval_mode=None):
+        """The form of a result row in words: ``form_parts``, then how it was ranked when not by the paper's answer
+        (``eval_mode``; default the config's), e.g. ``vocabulary, match`` or ``vocabulary, match; CF match alone,
+        no LLM``. "" for the paper's form: the row keeps the model's bare name."""
+        parts = cls.form_parts(config)
+        mode = eval_mode or config["eval_mode"]
+        ranking = RANKING_NAMES.get(mode)
+        if mode == "index" and {"index", "vocabulary"} & set(parts):  # ranked by labels: already said
+            ranking = None
+        return ", ".join(parts) + ("; " if parts and ranking else "") + (ranking or "")
+
+    def other_rankings(self):
+        """Other ``eval_mode`` values whose rows the runner adds beside this model's own, from the same trained
+        weights and test users (e.g. A-LLMRec's CF match alone). None here."""
+        return []
 
     def _apply(self, fn, recurse=True):
         """``model.to(device)`` moves everything but an LLM that accelerate has spread over devices
@@ -261,7 +287,7 @@ class LLMRecommender(SequentialRecommender):
     def on_evaluation_end(self):
         """Log the prompt tokens per evaluated user (the cost driver of LLM evaluation)."""
         tokens = self.token_stats()["prompt_tokens_per_user"]
-        if tokens:
+        if tokens and self.eval_mode != "match":  # ranking by the CF match alone reads no prompt
             self.logger.info(f"evaluation: {tokens:.0f} prompt tokens per user")
 
     def _check_whole_users(self, block, n_users):
