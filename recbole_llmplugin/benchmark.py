@@ -56,6 +56,13 @@ def load_spec(path):
     missing = [k for k in ("benchmark_models", "benchmark_datasets") if not spec.get(k)]
     if missing:
         raise ConfigValueError(f"benchmark file '{path}' needs {', '.join(missing)} (lists of names)")
+    listed = list(spec["benchmark_models"])
+    twice = sorted({name for name in listed if listed.count(name) > 1})
+    if twice:
+        raise ConfigValueError(
+            f"benchmark file '{path}' lists {twice[0]} {listed.count(twice[0])} times in benchmark_models; list each "
+            f"once (a second form goes under its own label in benchmark_model_properties)"
+        )
     spec.setdefault("benchmark_seeds", [spec.get("seed", 2020)])
     spec.setdefault("benchmark_output", os.path.join("results", Path(path).stem))
     spec.setdefault("benchmark_model_properties", {})
@@ -92,9 +99,13 @@ def _rows(record):
 
 def run_benchmark(path, runner=None):
     """Run every (dataset, seed, model) not finished yet; write and return the summary rows."""
+    spec = load_spec(path)
     if runner is None:
         from recbole_llmplugin.quick_start import run_recbole_llm as runner
-    spec = load_spec(path)
+        from recbole_llmplugin.registry import get_model_class
+
+        for name in spec["benchmark_models"]:  # every name known before any model runs
+            get_model_class((spec["benchmark_model_properties"].get(name) or {}).get("model", name))
     output = spec["benchmark_output"]
     jobs = [
         (d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]

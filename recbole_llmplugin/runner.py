@@ -8,6 +8,7 @@ the plugin's. Steps that come before a model's own run (training its CF backbone
 
 import contextlib
 import os
+import tempfile
 import time
 from logging import getLogger
 from pathlib import Path
@@ -16,6 +17,7 @@ from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import (
     InputType,
+    ModelType,
     get_environment,
     get_trainer,
     init_logger,
@@ -108,9 +110,32 @@ def check_model_properties(config, model_class):
         raise ConfigValueError(
             f"{model_class.__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
         )
+    if getattr(model_class, "needs_cf_backbone", False):
+        cf_class = get_model_class(config["cf_model"])
+        if getattr(cf_class, "type", None) != ModelType.SEQUENTIAL:
+            kind = getattr(getattr(cf_class, "type", None), "name", "non-sequential").lower()
+            raise ConfigValueError(
+                f"cf_model: '{config['cf_model']}' is a {kind} model; {model_class.__name__} reads a sequential "
+                f"model's user representation: use SASRec, GRU4Rec, NextItNet, BERT4Rec or Caser"
+            )
+    check_writable_folder("checkpoint_dir", config["checkpoint_dir"])
     checkpoint = config["cf_checkpoint"] if getattr(model_class, "needs_cf_backbone", False) else None
     if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
         load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])
+
+
+def check_writable_folder(key, folder):
+    """``folder`` exists or can be made, and a file can be written in it: one line naming ``key`` otherwise."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigValueError(f"{key}: '{folder}' is a file, not a folder; give a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigValueError(
+            f"{key}: '{folder}' cannot be written ({error.strerror}); give a writable folder"
+        ) from None
 
 
 def get_trainer_class(config, model_class):

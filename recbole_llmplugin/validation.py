@@ -9,7 +9,9 @@ import difflib
 import functools
 import glob
 import os
+import string
 from dataclasses import dataclass
+from logging import getLogger
 
 import recbole
 import yaml
@@ -219,15 +221,52 @@ def user_keys(config):
     return set(config.cmd_config_dict) | set(config.variable_config_dict) | set(getattr(config, "_user_file_keys", ()))
 
 
+# name prefixes of the plugin's keys: an unknown key with one of them is a mistake, not a key of the user's own
+PLUGIN_PREFIXES = (
+    "llm_",
+    "stage1_",
+    "stage2_",
+    "prompt_",
+    "allmrec_",
+    "eval_",
+    "item_text_",
+    "text_encoder",
+    "lora_",
+    "cf_",
+)
+
+
 def check_unknown_keys(keys, known=None):
-    """A key no property file defines and that is close to one that exists is a misspelling: one line."""
+    """Keys no property file defines. One close to a key that exists is a misspelling, and one in the plugin's
+    namespaces (``PLUGIN_PREFIXES``) cannot be anything else: each is one line naming the nearest key. The others
+    are returned: RecBole users pass keys of their own, which the caller warns about."""
     known = known or known_keys()
+    others = []
     for key in sorted(keys):
         if key in known:
             continue
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
         if close:
             raise ConfigValueError(f"unknown property '{key}': did you mean '{close[0]}'?")
+        if key.startswith(PLUGIN_PREFIXES):
+            raise ConfigValueError(
+                f"unknown property '{key}': no RecBole or plugin property has that name; the nearest is "
+                f"'{nearest_key(key, known)}'"
+            )
+        others.append(key)
+    return others
+
+
+def nearest_key(key, known):
+    """The known key nearest to ``key``: one of its namespace whose words' initials spell the rest of ``key``
+    (``stage2_lr`` -> ``stage2_learning_rate``), else the most similar one of that namespace (or of all keys)."""
+    prefix = next((p for p in PLUGIN_PREFIXES if key.startswith(p)), "")
+    same = sorted(k for k in known if k.startswith(prefix)) or sorted(known)
+    rest = key[len(prefix) :].replace("_", "")
+    for candidate in same:
+        if rest and "".join(word[0] for word in candidate[len(prefix) :].split("_") if word) == rest:
+            return candidate
+    return difflib.get_close_matches(key, same, n=1, cutoff=0.0)[0]
 
 
 def check_values(config, keys=None):
@@ -260,6 +299,48 @@ def unused_user_keys(config, model_name, plugin_model):
 
 def validate(config, model_name, plugin_model):
     """All config-time checks of one run; returns the user-set keys this model ignores (to be logged)."""
-    check_unknown_keys(user_keys(config))
+    own = check_unknown_keys(user_keys(config))
+    if own:
+        getLogger().warning(
+            f"{', '.join(own)}: no RecBole or plugin property has that name; passed on unread (check the spelling, "
+            f"or ignore this for keys your own code reads)"
+        )
     check_values(config)
+    if plugin_model:
+        check_templates(config)
     return unused_user_keys(config, model_name, plugin_model)
+
+
+# the placeholders each prompt key may hold (prompts.PromptBuilder fills them)
+TEMPLATE_FIELDS = {
+    "prompt_template": {"user_token", "history", "candidates"},
+    "prompt_history_item": {"title", "item_token"},
+    "prompt_candidate_item": {"title", "item_token"},
+    "prompt_index_item": {"title", "item_token", "label"},
+    "prompt_answer": {"title", "item_token"},
+}
+
+
+def check_templates(config):
+    """Each prompt template holds only its own placeholders, and the prompt one user token at most: one line naming
+    the key, before any training."""
+    for key, allowed in TEMPLATE_FIELDS.items():
+        template = config[key]
+        if not isinstance(template, str):
+            continue
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        except ValueError as error:
+            raise ConfigValueError(
+                f"{key}: '{template}' is not a valid template ({error}); write {{{{ for a brace"
+            ) from None
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise ConfigValueError(
+                f"{key}: '{template}' has {{{unknown[0]}}}, which is not one of "
+                f"{', '.join('{' + f + '}' for f in sorted(allowed))}; write {{{{ and }}}} for literal braces"
+            )
+        if key == "prompt_template" and fields.count("user_token") > 1:
+            raise ConfigValueError(
+                f"{key}: '{template}' has {{user_token}} {fields.count('user_token')} times; keep one"
+            )

@@ -182,3 +182,21 @@ def test_missing_or_unparsable_benchmark_file_is_one_line(tmp_path):
     bad.write_text("benchmark_models: [A\n")
     with pytest.raises(ConfigValueError, match="bad.yaml' line .*YAML does not parse"):
         run_benchmark(bad, FakeRunner())
+
+
+def test_a_model_listed_twice_is_refused(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("benchmark_models: [Pop, SASRec, Pop]\nbenchmark_datasets: [d1]\n")
+    with pytest.raises(ConfigValueError, match="lists Pop 2 times in benchmark_models"):
+        run_benchmark(path, FakeRunner())
+
+
+def test_an_unknown_model_is_refused_before_any_run(tmp_path):
+    from recbole_llmplugin.errors import UnknownModelError
+
+    path = tmp_path / "unknown.yaml"
+    out = tmp_path / "out"
+    path.write_text(f"benchmark_models: [Pop, NoSuchRec]\nbenchmark_datasets: [ml-100k]\nbenchmark_output: {out}\n")
+    with pytest.raises(UnknownModelError, match="unknown model 'NoSuchRec'"):
+        run_benchmark(path)
+    assert not out.exists()

@@ -67,6 +67,33 @@ CASES = {
     "train_batch_size 0": ("GRU4Rec", ["--train_batch_size=0"], {}, "train_batch_size: 0 must be"),
     "learning_rate 0": ("GRU4Rec", ["--learning_rate=0"], {}, "learning_rate: 0 must be a number > 0"),
     "MAX_ITEM_LIST_LENGTH 0": ("LLMOnly", ["--MAX_ITEM_LIST_LENGTH=0"], {}, "MAX_ITEM_LIST_LENGTH: 0 must be"),
+    "unknown plugin key": ("ALLMRec", ["--stage2_lr=0.01"], {}, "'stage2_lr': no RecBole or plugin property has that"),
+    "unknown plugin key, nearest named": ("LLMOnly", ["--llm_foo=1"], {}, "the nearest is 'llm_"),
+    "unknown template placeholder": (
+        "LLMOnly",
+        [],
+        {"prompt_template": "Seen: {history}. Next of {candidates}? {foo}"},
+        "prompt_template: 'Seen: {history}. Next of {candidates}? {foo}' has {foo}, which is not one of",
+    ),
+    "two user tokens": (
+        "ALLMRec",
+        [],
+        {"prompt_template": "{user_token}Seen: {history}. Next of {candidates}?{user_token}"},
+        "has {user_token} 2 times; keep one",
+    ),
+    "cf_model not sequential": (
+        "ALLMRec",
+        ["--cf_model=Pop", "--cf_checkpoint=auto"],
+        {},
+        "cf_model: 'Pop' is a traditional model",
+    ),
+    "checkpoint_dir a file": (
+        "LLMOnly",
+        ["--checkpoint_dir=/etc/hostname"],
+        {},
+        "checkpoint_dir: '/etc/hostname' is a",
+    ),
+    "checkpoint_dir unwritable": ("SASRec", ["--checkpoint_dir=/proc/llm-ckpt"], {}, "cannot be written"),
     "eval_mode match, match untrained": ("ALLMRec", ["--eval_mode=match"], {}, "eval_mode: match ranks by the CF"),
     "eval_mode match without a CF match": ("LLMOnly", ["--eval_mode=match"], {}, "'match' is not one of score, index"),
     "stage2_candidates 1": ("TALLRec", ["--stage2_candidates=1"], {}, "stage2_candidates: 1 must be an integer >= 2"),
@@ -257,3 +284,13 @@ def test_the_readme_counts_these_cases():
 
     counted = re.search(r"`tests/test_errors.py` runs (\d+) cases", (REPO / "README.md").read_text(encoding="utf-8"))
     assert counted and int(counted.group(1)) == len(CASES)
+
+
+def test_unknown_key_outside_the_plugins_namespaces_is_a_warning(workdir, tiny_config, caplog):
+    """A key RecBole and the plugin do not define, outside the plugin's prefixes, may be the user's own: the run goes
+    on and the log names it."""
+    from recbole_llmplugin.quick_start import build_config
+
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, "foo_bar": 1})
+    assert config["foo_bar"] == 1
+    assert "foo_bar: no RecBole or plugin property has that name" in caplog.text
