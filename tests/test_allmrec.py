@@ -536,6 +536,28 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
     assert _stage_files(allmrec_config, config_files="renamed.yaml") == base  # file names: content counts, not names
 
 
+def test_stage_identity_follows_the_model_folders_content_and_gradient_checkpointing(
+    workdir, allmrec_config, tiny_llm, tiny_encoder, tmp_path
+):
+    """A changed LLM or text-encoder folder under the same path trains fresh stages (and a fresh text cache), and so
+    does llm_gradient_checkpointing (it puts the LLM in train mode: an LLM with dropout would train differently)."""
+    import shutil
+
+    llm = shutil.copytree(tiny_llm, tmp_path / "llm")
+    encoder = shutil.copytree(tiny_encoder, tmp_path / "encoder")
+    props = {**allmrec_config, "llm_path": str(llm), "text_encoder": str(encoder)}
+    base = _stage_files(props)
+    assert _stage_files(props) == base
+    assert _stage_files(props, llm_gradient_checkpointing=True)[1] != base[1]
+    for folder in (llm, encoder):
+        weights = max(folder.rglob("*.safetensors"), key=lambda path: path.stat().st_size)
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # rewritten in place
+        changed = _stage_files(props)
+        assert changed[0] != base[0] and changed[1] != base[1], folder
+        base = changed
+    assert len(glob.glob("saved/text_cache/*.safetensors")) == 2  # the encoder's change re-encoded the item texts
+
+
 VOCABULARY = {
     "eval_mode": "index",
     "stage2_objective": "index",
