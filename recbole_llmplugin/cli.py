@@ -55,6 +55,17 @@ def main(argv=None):
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
+    if launch:
+        from recbole_llmplugin.registry import is_plugin_model
+
+        recbole_models = [name for name in models if not is_plugin_model(name)]
+        if recbole_models:  # RecBole shards their training data: other batches, other metrics than one process
+            print(
+                f"error: --nproc / torchrun runs plugin models only; {recbole_models[0]} would train on per-process "
+                f"shards (RecBole's DDP) and measure otherwise than in one process: run it without --nproc",
+                file=sys.stderr,
+            )
+            return 2
     # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
     run = (models, args.dataset, config_files, len(models) > 1 and not launch)
     try:

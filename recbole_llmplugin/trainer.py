@@ -38,8 +38,9 @@ from recbole_llmplugin.locks import claim
 
 def unique_checkpoint_name(path, suffix):
     """RecBole names checkpoints to the second (``<Model>-<date>.pth``): two runs started in the same second
-    would write one file. The plugin adds the process id."""
-    return f"{os.path.splitext(path)[0]}-{os.getpid()}{suffix}"
+    would write one file. The plugin adds the process id: the main process's name in every process of a
+    data-parallel run (the main one writes the file, the others read it)."""
+    return distributed.main_value(f"{os.path.splitext(path)[0]}-{os.getpid()}{suffix}")
 
 
 class LLMTrainer(Trainer):

@@ -18,11 +18,14 @@ from conftest import BACKBONE_PROPS, REPO, TINY_DATASET
 TIMEOUT = 900
 
 
+MODELS = ("ALLMRec", "TALLRec", "MLPLLM", "LLMOnly")  # every plugin model, in its paper form (bare names)
+
+
 def _run_cli(folder, props, *flags, launcher=()):
     """run_recbole_llm.py in ``folder`` with ``props`` as a property file: (test metrics per model, stdout)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "props.yaml").write_text(yaml.safe_dump(props), encoding="utf-8")
-    command = [sys.executable, *launcher, str(REPO / "run_recbole_llm.py"), "--model=ALLMRec,TALLRec"]
+    command = [sys.executable, *launcher, str(REPO / "run_recbole_llm.py"), f"--model={','.join(MODELS)}"]
     command += [f"--dataset={TINY_DATASET}"]
     command += ["--config_files=props.yaml", *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
@@ -39,7 +42,7 @@ def _metrics(table):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0] == "model":
             header = cells
-        elif header and len(cells) == len(header) and cells[0] in ("ALLMRec", "TALLRec"):
+        elif header and len(cells) == len(header) and cells[0] in MODELS:
             row = {"n": float(cells[header.index("n")])}
             for name, value in zip(header, cells):
                 if "@" in name:
@@ -78,14 +81,14 @@ def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_wri
     two, two_out = _run_cli(tmp_path / "two", parallel_props, "--nproc=2", "--port=29631")
     torchrun = ("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29632")
     three, _ = _run_cli(tmp_path / "torchrun", parallel_props, launcher=torchrun)
-    assert set(one) == {"ALLMRec", "TALLRec"} and two.keys() == one.keys() == three.keys(), two_out
+    assert set(one) == set(MODELS) and two.keys() == one.keys() == three.keys(), two_out
     for model in one:
         assert len(one[model]) == 13 and two[model] == pytest.approx(one[model], abs=2e-4), (model, one, two)
         assert three[model] == pytest.approx(one[model], abs=2e-4), (model, one, three)
     # the same trained weights: DDP averaged the two halves' gradients into the whole batch's
     stages = sorted((tmp_path / "one" / "checkpoints").rglob("*-stage*.safetensors"))
     stages += sorted((tmp_path / "one" / "checkpoints").rglob("*-lora-*.safetensors"))
-    assert len(stages) == 3, stages
+    assert len(stages) == 4, stages  # ALLMRec's two stages, MLPLLM's stage 2, TALLRec's LoRA
     for path in stages:  # names carry the backbone file's digest: each run trained its own (the same weights)
         pattern = re.sub(r"-[0-9a-f]{10}", "-*", str(path.relative_to(tmp_path / "one")))
         (twin,) = (tmp_path / "two").glob(pattern)
@@ -336,3 +339,14 @@ def test_building_the_packaged_llm_folder_leaves_the_seeded_rng_alone(tmp_path, 
     llm_loading.resolve_llm_path("smollm2-135m")
     assert (tmp_path / "models" / "smollm2-135m" / "config.json").is_file()
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("launch", [["--nproc=2"], ["--world_size=2", "--nproc=1"]])
+def test_recbole_models_are_refused_in_a_data_parallel_run(capsys, launch):
+    """RecBole trains its own models on per-process shards (other batches, other metrics than one process): a
+    data-parallel run refuses them in one line before any process starts."""
+    from recbole_llmplugin.cli import main
+
+    code = main(["--model=LLMOnly,SASRec", f"--dataset={TINY_DATASET}", *launch])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "SASRec would train on per-process shards" in err
