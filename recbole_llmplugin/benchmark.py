@@ -73,7 +73,7 @@ def run_file(output, dataset, model, seed):
     return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
 
 
-KEPT = ("model", "variant", "label", "dataset", "test_result", "test_se", "best_valid_result", "costs")
+KEPT = ("model", "variant", "label", "eval_mode", "dataset", "test_result", "test_se", "best_valid_result", "costs")
 
 
 def _jsonable(result, name):
@@ -147,6 +147,7 @@ def summarise(records):
             "label": label,
             "model": group[0]["model"],
             "variant": next((r.get("variant", "") for r in ok), ""),
+            "eval_mode": next((r.get("eval_mode") for r in ok if r.get("eval_mode")), None),  # set: a second ranking
             "runs": len(ok),
             "failed": len(group) - len(ok),
             "users": _mean([r["costs"].get("test_users") for r in ok]),
@@ -173,7 +174,7 @@ def _mean(values):
 def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
     """A-LLMRec vs TALLRec on the same data, LLM and training examples (paper: 2.53x / 1.71x)."""
     lines = []
-    own = [r for r in rows if r["runs"] > 0 and not r.get("variant", "").endswith("no LLM")]  # LLM-ranked rows
+    own = [r for r in rows if r["runs"] > 0 and not r.get("eval_mode")]  # each model's own rows, not its re-rankings
     by_key = {(r["dataset"], r["model"]): r for r in own}
     for (dataset, model), row in by_key.items():
         other = by_key.get((dataset, slow))
