@@ -14,7 +14,9 @@ from logging import getLogger
 from pathlib import Path
 
 from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
-from recbole_llmplugin.files import atomic_write, digest
+from recbole_llmplugin.checkpoints import load_checkpoint
+from recbole_llmplugin.errors import UnreadableFileError
+from recbole_llmplugin.files import atomic_write, digest, set_aside
 from recbole_llmplugin.identity import config_identity, dataset_identity
 from recbole_llmplugin.locks import claim
 from recbole_llmplugin.paths import properties_dir
@@ -52,6 +54,8 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
     folder = os.path.dirname(path)
     summary = path[:-4] + ".json"
     logger = getLogger()
+    if os.path.isfile(path) and os.path.isfile(summary) and not _readable(path, backbone_config):
+        os.remove(summary)  # the backbone it describes is trained anew
     if os.path.isfile(path) and os.path.isfile(summary):
         logger.info(
             f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates"
@@ -71,6 +75,16 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
         result["saved_model_file"] = path
         atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
     return result
+
+
+def _readable(path, backbone_config):
+    """Whether a kept backbone loads; one that does not (truncated, a disk that filled up) is moved aside."""
+    try:
+        load_checkpoint(path, trust=backbone_config["trust_checkpoint"])
+    except UnreadableFileError as error:
+        set_aside(path, "CF backbone", error.reason)
+        return False
+    return True
 
 
 # plugin keys a RecBole run reads too: they choose the users and candidates that validate (early-stop) and test it

@@ -23,8 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.errors import ConfigValueError, UnreadableFileError
+from recbole_llmplugin.files import atomic_write, short_reason
 
 PLUGIN_SUFFIX = ".safetensors"
 
@@ -90,14 +90,16 @@ def load_recbole_checkpoint(path, map_location="cpu", trust=False):
             path, map_location=map_location, weights_only=False, pickle_module=pickle if trust else restricted_pickle
         )
     except pickle.UnpicklingError as error:
-        raise ConfigValueError(
+        raise UnreadableFileError(
             f"checkpoint '{path}' refers to {error}, which a RecBole checkpoint does not hold: refused (it could run "
-            f"code); set trust_checkpoint: True only if you trust this file"
+            f"code); set trust_checkpoint: True only if you trust this file",
+            f"it refers to {error}",
         ) from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, IndexError, KeyError) as error:
-        raise ConfigValueError(
-            f"checkpoint '{path}' is not a readable torch checkpoint ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:120] if str(error) else 'truncated'}); give the .pth a RecBole run saved"
+        reason = short_reason(error, 100)
+        raise UnreadableFileError(
+            f"checkpoint '{path}' is not a readable torch checkpoint ({reason}); give the .pth a RecBole run saved",
+            reason,
         ) from None
 
 
@@ -186,9 +188,14 @@ def load_plugin_checkpoint(path, map_location="cpu"):
             text = (handle.metadata() or {}).get("recbole_llmplugin")
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise ConfigValueError(f"checkpoint '{path}' is not a readable safetensors file ({error}); delete it") from None
+        reason = short_reason(error, 100)
+        raise UnreadableFileError(
+            f"checkpoint '{path}' is not a readable safetensors file ({reason}); delete it", reason
+        ) from None
     if text is None:
-        raise ConfigValueError(f"checkpoint '{path}' was not written by recbole-llmplugin (no metadata); delete it")
+        raise UnreadableFileError(
+            f"checkpoint '{path}' was not written by recbole-llmplugin (no metadata); delete it", "no plugin metadata"
+        )
     meta = json.loads(text)
     meta["weights"] = {name[len("weights.") :]: t for name, t in tensors.items() if name.startswith("weights.")}
     if meta.get("optimizer_meta") is not None:

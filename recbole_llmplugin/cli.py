@@ -31,6 +31,14 @@ def main(argv=None):
     parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
     parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
     args, _ = parser.parse_known_args(argv)
+    from recbole_llmplugin import PluginError
+    from recbole_llmplugin.validation import check_command_line
+
+    try:  # RecBole's Config reads the --key=value arguments itself
+        check_command_line(sys.argv[1:] if argv is None else argv)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     launch = launch_keys(args)
     if args.benchmark and launch:
         print("error: --benchmark runs one process; drop --nproc / --world_size (or torchrun)", file=sys.stderr)

@@ -19,3 +19,12 @@ class LLMLoadError(PluginError, OSError):
 
 class ConfigValueError(PluginError, ValueError):
     """A property with a value the plugin cannot use."""
+
+
+class UnreadableFileError(ConfigValueError):
+    """A file that exists but cannot be read as what it should be (truncated, another format); ``reason`` says
+    why, in a few words, for callers that move their own cache files aside instead."""
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason

@@ -12,6 +12,8 @@ with the same value and seed sees the same users.
 
 import hashlib
 import os
+import zipfile
+import zlib
 from logging import getLogger
 
 import numpy as np
@@ -21,7 +23,7 @@ from recbole.utils import set_color
 
 from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.files import atomic_write, set_aside, short_reason
 
 PHASES = ("valid", "test")
 
@@ -122,8 +124,8 @@ def _load_or_draw(config, dataset, n_neg, source):
     seed = config["eval_candidates_seed"]
     path = candidate_file(config, source, n_neg, seed)
     uid_field, iid_field = dataset.uid_field, dataset.iid_field
-    if os.path.isfile(path):
-        stored = np.load(path, allow_pickle=False)
+    stored = _read_candidate_file(path, bool(config["eval_candidates_file"])) if os.path.isfile(path) else None
+    if stored is not None:
         recorded = str(stored["data_fingerprint"]) if "data_fingerprint" in stored else None
         if recorded is not None and recorded != source.fingerprint:
             raise ConfigValueError(
@@ -170,6 +172,31 @@ def _load_or_draw(config, dataset, n_neg, source):
     _save_arrays(path, arrays)
     logger.info(set_color("eval candidates", "green") + f": drew fixed candidates (seed {seed}) into {path}")
     return tables
+
+
+CANDIDATE_KEYS = ("n_neg", "user_tokens", *(f"{phase}_item_tokens" for phase in PHASES))
+
+
+def _read_candidate_file(path, given):
+    """The arrays of a candidate file. An unreadable one (truncated, or not the plugin's) is one line naming it
+    when the user gave it (``eval_candidates_file``); the plugin's own cache file is moved aside and drawn anew
+    (``None``)."""
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        missing = [key for key in CANDIDATE_KEYS if key not in arrays]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        reason = "not an .npz archive" if isinstance(error, (zipfile.BadZipFile, ValueError)) else short_reason(error)
+        if given:
+            raise ConfigValueError(
+                f"eval_candidates_file '{path}' is not a candidate file the plugin wrote ({reason}); give one it "
+                f"wrote, or remove the setting to draw the candidates into the default file"
+            ) from None
+        set_aside(path, "candidate file", reason)
+        return None
+    return arrays
 
 
 class FixedCandidateSampler:

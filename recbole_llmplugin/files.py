@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 import tempfile
+import time
+from logging import getLogger
 
 
 def digest(*parts):
@@ -26,3 +28,20 @@ def atomic_write(path, write):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def set_aside(path, what, reason):
+    """Move an unreadable cache file (a truncated download, a disk that filled up) out of the way, so that the
+    caller makes it anew; the file is kept beside it as ``<name>.corrupt-<time>`` and a warning names both."""
+    aside = f"{path}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.replace(path, aside)
+    getLogger().warning(f"{what} '{path}' is unreadable ({reason}): moved aside to '{aside}'; making it anew")
+    return aside
+
+
+def short_reason(error, limit=160):
+    """The first line of an error's text, cut at a word boundary: for messages of one line."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 
 from recbole_llmplugin.distributed import main_first
 from recbole_llmplugin.errors import LLMLoadError
+from recbole_llmplugin.files import short_reason
 from recbole_llmplugin.paths import cache_dir
 
 GGUF_ALIASES = {
@@ -173,6 +175,38 @@ def load_tokenizer(path):
 
 
 DEVICE_MAPS = ("none", "auto", "balanced", "balanced_low_0", "sequential")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+@contextmanager
+def _load_error(llm_path):
+    """transformers' errors of a folder that is not a causal LM, as one line naming ``llm_path``."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:  # e.g. a BERT folder: no LM head
+        if isinstance(error, LLMLoadError):
+            raise
+        raise LLMLoadError(
+            f"llm_path='{llm_path}' could not be loaded as a causal LM ({short_reason(error, 200)}); use a local "
+            f"model folder, a Hugging Face id reachable from this machine, or an alias: {', '.join(GGUF_ALIASES)}"
+        ) from None
+
+
+def check_llm(llm_path):
+    """(folder or hub id, tokenizer) of ``llm_path``, checked without loading the weights: a causal LM's config,
+    its tokenizer, and weight files in a local folder. Runs before any training (a CF backbone's included)."""
+    path = resolve_llm_path(llm_path)
+    if not os.path.isdir(path):
+        require_hub(llm_path, "llm_path")
+    with _load_error(llm_path):
+        check_causal_lm(path, llm_path)
+        tokenizer = load_tokenizer(path)
+    if os.path.isdir(path) and not any(name.endswith(WEIGHT_SUFFIXES) for name in os.listdir(path)):
+        raise LLMLoadError(
+            f"llm_path='{llm_path}' holds a config and a tokenizer but no weights (*.safetensors or *.bin); copy "
+            f"the model's weight files there"
+        )
+    return path, tokenizer
 
 
 def load_llm(
@@ -188,14 +222,10 @@ def load_llm(
         raise LLMLoadError(f"llm_device_map: '{device_map}' is not one of {', '.join(DEVICE_MAPS)}")
     from transformers import AutoModelForCausalLM
 
-    path = resolve_llm_path(llm_path)
     torch_dtype = resolve_dtype(dtype, device)
     quant = _quantization_config(quantization, device)
-    if not os.path.isdir(path):
-        require_hub(llm_path, "llm_path")
-    try:
-        check_causal_lm(path, llm_path)
-        tokenizer = load_tokenizer(path)
+    path, tokenizer = check_llm(llm_path)
+    with _load_error(llm_path):
         kwargs = {"dtype": torch_dtype, "local_files_only": os.path.isdir(path)}
         if device_map != "none":
             kwargs.update(device_map=device_map)
@@ -203,12 +233,6 @@ def load_llm(
             kwargs.update(quantization_config=quant)
             kwargs.setdefault("device_map", {"": torch.device(device).index or 0})
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:  # e.g. a BERT folder: no LM head
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise LLMLoadError(
-            f"llm_path='{llm_path}' could not be loaded as a causal LM ({reason}); use a local model folder, a Hugging Face id "
-            f"reachable from this machine, or an alias: {', '.join(GGUF_ALIASES)}"
-        ) from None
     new_tokens = [t for t in special_tokens if t not in tokenizer.get_vocab()]
     if new_tokens:
         tokenizer.add_special_tokens({"additional_special_tokens": list(new_tokens)})

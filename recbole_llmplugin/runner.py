@@ -34,12 +34,12 @@ from recbole_llmplugin.eval_candidates import (
     apply_eval_candidates,
     apply_eval_user_sample,
 )
-from recbole_llmplugin.llm_loading import GGUF_ALIASES, hub_offline
+from recbole_llmplugin.llm_loading import GGUF_ALIASES, check_llm, hub_offline
 from recbole_llmplugin.paths import properties_dir
 from recbole_llmplugin.registry import get_model_class, is_plugin_model, model_property_file
 from recbole_llmplugin.resources import peak_gpu_mb, peak_rss_mb
 from recbole_llmplugin.standard_errors import use_standard_errors
-from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES
+from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES, load_text_encoder
 from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.trainer import unique_checkpoint_name
 from recbole_llmplugin.validation import check_user_files, read_yaml_file, validate
@@ -63,7 +63,9 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     try:
         config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
     except ValueError as error:  # RecBole's own property checks, e.g. CE loss with train negatives
+        _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
+    check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
         config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
@@ -76,11 +78,29 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     if ignored:
         getLogger().warning(f"{model_class.__name__} does not use {', '.join(ignored)} (set by you): ignored")
     check_model_properties(config, model_class)
-    check_dataset(config)
     if is_plugin_model(model_class.__name__):
         require_item_file(config)  # item text, before any backbone is trained
         hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
+        check_model_folders(config, model_class)
     return config, model_class
+
+
+def check_model_folders(config, model_class):
+    """The LLM's config and tokenizer load, and the text encoder (models with a stage 1) loads, before any
+    training: a CF backbone trained first would otherwise be wasted on a misspelt or empty folder."""
+    check_llm(config["llm_path"])
+    if getattr(model_class, "stage1_modules", ()):
+        load_text_encoder(config["text_encoder"])
+
+
+def _check_dataset_alone(dataset, files, config_dict):
+    """``check_dataset`` under the same properties for a model RecBole checks nothing of (``Pop``): the data path
+    of a run whose model's properties RecBole refused."""
+    try:
+        config = Config(model="Pop", dataset=dataset, config_file_list=files, config_dict=config_dict)
+    except ValueError:
+        return
+    check_dataset(config)
 
 
 # RecBole's default training negatives (properties/overall.yaml of recbole), resolved form

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
 from recbole_llmplugin.distributed import main_first
-from recbole_llmplugin.files import atomic_write
+from recbole_llmplugin.files import atomic_write, short_reason
 from recbole_llmplugin.identity import model_identity
 from recbole_llmplugin.llm_loading import require_hub
 
@@ -45,8 +45,8 @@ def load_text_encoder(name, device="cpu"):
         require_hub(name, "text_encoder")
     try:
         return SentenceTransformer(path, device=str(device), local_files_only=os.path.isdir(path))
-    except (OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        reason = short_reason(error, 200)
         raise LLMLoadError(
             f"text_encoder='{name}' could not be loaded ({reason}); use a sentence-transformers folder, "
             f"a reachable hub id, or the alias: {', '.join(TEXT_ENCODER_ALIASES)}"

@@ -31,7 +31,8 @@ from recbole_llmplugin.checkpoints import (
 )
 from recbole_llmplugin import distributed
 from recbole_llmplugin.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
-from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.errors import ConfigValueError, UnreadableFileError
+from recbole_llmplugin.files import set_aside
 from recbole_llmplugin.identity import artefact_digest
 from recbole_llmplugin.locks import claim
 
@@ -335,9 +336,25 @@ class StagedTrainer(LLMTrainer):
             resume_path(self.saved_model_file), meta, self.model.trainable_state_dict(), {**tensors, **rng_tensors}
         )
 
+    def _read_kept(self, path, what, read=None):
+        """A kept stage checkpoint (``read(path)``; default its meta), or None when there is none or it is
+        unreadable (then it is moved aside and made anew)."""
+        if not os.path.isfile(path):
+            return None
+        try:
+            return (read or (lambda p: load_checkpoint(p, map_location=self.device)))(path)
+        except UnreadableFileError as error:
+            if is_main():  # the other processes of a data-parallel run start the stage over with it
+                set_aside(path, what, error.reason)
+            return None
+
     def _resume(self, path):
-        """Continue a stage from its resume state: weights, optimizer, counters and RNGs of that epoch boundary."""
-        meta, tensors = load_plugin_checkpoint(path, map_location=self.device)
+        """Continue a stage from its resume state: weights, optimizer, counters and RNGs of that epoch boundary
+        (an unreadable one is moved aside: the stage starts over)."""
+        state = self._read_kept(path, "resume state", lambda p: load_plugin_checkpoint(p, map_location=self.device))
+        if state is None:
+            return
+        meta, tensors = state
         self.model.load_trainable_state_dict(meta["weights"])
         self.optimizer.load_state_dict(meta["optimizer"])
         self.start_epoch, self.cur_step = meta["epoch"], meta["cur_step"]
@@ -354,8 +371,10 @@ class StagedTrainer(LLMTrainer):
     def _fit_claimed_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
         self._reset_for(stage)
-        if os.path.isfile(stage.checkpoint):
-            checkpoint = load_checkpoint(stage.checkpoint, map_location=self.device)
+        checkpoint = self._read_kept(stage.checkpoint, f"{stage.name} checkpoint")
+        if checkpoint is None and os.path.isfile(resume_path(stage.checkpoint)) and is_main():
+            os.remove(resume_path(stage.checkpoint))  # its best epoch's weights are gone: the stage starts over
+        if checkpoint is not None:
             if checkpoint.get("stage_complete"):
                 self.model.load_trainable_state_dict(checkpoint["weights"])
                 self.logger.info(

@@ -5,6 +5,7 @@ misspelt keys. Each problem is one ``ConfigValueError`` line naming the key, the
 except the few whose bad values RecBole accepts silently (``RECBOLE_RULES``).
 """
 
+import ast
 import difflib
 import functools
 import glob
@@ -162,6 +163,8 @@ RECBOLE_RULES = {
 
 def read_yaml_file(path, loader=yaml.FullLoader):
     """The dict of one property file; a missing or unparsable file is one line naming it."""
+    if os.path.isdir(path):
+        raise ConfigValueError(f"config file '{path}' is a folder; give the YAML files in it, space-separated")
     if not os.path.isfile(path):
         raise ConfigValueError(f"config file '{path}' does not exist; check --config_files")
     try:
@@ -179,6 +182,35 @@ def read_yaml_file(path, loader=yaml.FullLoader):
     if not isinstance(data, dict):
         raise ConfigValueError(f"config file '{path}' holds a {type(data).__name__}, not 'key: value' lines")
     return data
+
+
+def check_command_line(args):
+    """The ``--key=value`` arguments as RecBole's Config reads them from the command line: a key given twice with
+    two values (RecBole raises a SyntaxError), a value with '=' in it (RecBole drops the argument in silence) and
+    a list or dict cut short by an unquoted space (RecBole keeps the piece as a string, which fails later)."""
+    given = {}
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            continue
+        key, _, value = arg[2:].partition("=")
+        if "=" in value:
+            raise ConfigValueError(
+                f"--{key}: the value '{value}' holds '=', which RecBole's command line cannot take; put {key} in a "
+                f"YAML file given with --config_files"
+            )
+        if key in given and given[key] != value:
+            raise ConfigValueError(f"--{key} is given twice ({given[key]}, then {value}); give it once")
+        given[key] = value
+        if value[:1] and value[0] in "[{(":
+            try:
+                ast.literal_eval(value)
+            except SyntaxError:
+                raise ConfigValueError(
+                    f"--{key}={value} is cut short (a space in it splits the argument?); quote the whole argument, "
+                    f"e.g. \"--{key}={{'inter': ['user_id', 'item_id']}}\", or put {key} in a YAML file"
+                ) from None
+            except ValueError:  # names (RecBole keeps such a value as a string)
+                pass
 
 
 def check_user_files(config_file_list):

@@ -24,14 +24,16 @@ class Hostile:  # a pickle that would run code when loaded
         return (shutil.rmtree, ("/nonexistent-target",))
 
 
-def _dataset_copy(tmp_path, name, edit_item=None, drop_item=False, encoding="utf-8"):
+def _dataset_copy(tmp_path, name, edit_item=None, drop_item=False, encoding="utf-8", edit_inter=None, extra_item=""):
     folder = tmp_path / "data" / name
     folder.mkdir(parents=True)
     source = DATA / TINY_DATASET
-    shutil.copy(source / f"{TINY_DATASET}.inter", folder / f"{name}.inter")
+    inter = (source / f"{TINY_DATASET}.inter").read_text(encoding="utf-8").splitlines()
+    (folder / f"{name}.inter").write_text("\n".join(edit_inter(inter) if edit_inter else inter) + "\n")
     if not drop_item:
         lines = (source / f"{TINY_DATASET}.item").read_text(encoding="utf-8").splitlines()
         lines = [lines[0]] + [edit_item(line) if edit_item else line for line in lines[1:]]
+        lines += [extra_item] if extra_item else []
         text = "\n".join(lines) + "\n"
         (folder / f"{name}.item").write_bytes(text.encode(encoding, errors="replace"))
     return str(tmp_path / "data")
@@ -40,6 +42,23 @@ def _dataset_copy(tmp_path, name, edit_item=None, drop_item=False, encoding="utf
 def _blank_title(line):
     item, _, year = line.split("\t")
     return f"{item}\t\t{year}"
+
+
+def _tab_in_title(line):
+    item, title, year = line.split("\t")
+    return f"{item}\t{title}\tPart\t{year}" if item == "2" else line
+
+
+def _header_only(lines):
+    return lines[:1]
+
+
+def _yesterday(lines):
+    return lines[:4] + [lines[4].rsplit("\t", 1)[0] + "\tyesterday"] + lines[5:]
+
+
+def _no_timestamp(lines):
+    return [line.rsplit("\t", 1)[0] for line in lines]
 
 
 def _latin1(line):
@@ -126,6 +145,23 @@ CASES = {
     "latin-1 item file": ("LLMOnly", ["data:latin1"], {}, "is not utf-8 text"),
     "all titles empty": ("LLMOnly", ["data:blank"], {}, "none of the 40 items has text"),
     "no item file": ("ALLMRec", ["data:noitem", "--cf_checkpoint=auto"], {}, "LLM models need item text"),
+    "tab inside a title": ("SASRec", ["data:tab"], {}, ".item' line 3 has 4 fields, the header has 3"),
+    "duplicate item id": ("ALLMRec", ["data:dupitem", "--cf_checkpoint=auto"], {}, "lines 2 and 42 both describe"),
+    "interactions: header only": ("SASRec", ["data:norows"], {}, ".inter' has a header and no rows"),
+    "non-numeric timestamp": ("SASRec", ["data:yesterday"], {}, "line 5: timestamp:float is 'yesterday', not a"),
+    "load_col column missing": ("SASRec", ["data:notime"], {}, "load_col: inter lists timestamp, which"),
+    "time order, time not loaded": (
+        "SASRec",
+        [],
+        {"load_col": {"inter": ["user_id", "item_id"]}},
+        "eval_args order TO sorts by timestamp, which is not loaded",
+    ),
+    "dataset missing, no profile": ("SASRec", ["--dataset=no-such-data", "--config_files="], None, "no-such-data'"),
+    # the command line
+    "key given twice": ("SASRec", ["--epochs=1", "--epochs=2"], {}, "--epochs is given twice (1, then 2)"),
+    "unquoted dict": ("SASRec", ["--load_col={'inter':", "['user_id','item_id']}"], {}, "is cut short"),
+    "'=' inside a value": ("LLMOnly", ["--prompt_template=a=b"], {}, "holds '=', which RecBole's command line"),
+    "config_files a folder": ("LLMOnly", ["--config_files=."], None, "config file '.' is a folder"),
     # models and checkpoints
     "llm_path missing folder": ("LLMOnly", ["--llm_path=/nonexistent/model"], {}, "llm_path='/nonexistent/model'"),
     "llm_path is an encoder": ("LLMOnly", ["llm:encoder"], {}, "not a causal (next-token) LM"),
@@ -135,6 +171,11 @@ CASES = {
     "cf_checkpoint hostile": ("ALLMRec", ["ckpt:hostile"], {}, "refused (it could run code)"),
     "cf_checkpoint not sequential": ("ALLMRec", ["ckpt:bpr"], {}, "holds BPR, not a sequential model"),
     "foreign candidate file": ("LLMOnly", ["ckpt:candidates"], {}, "was drawn for other interactions"),
+    "candidate file not an npz": ("SASRec", ["ckpt:textfile"], {}, "is not a candidate file the plugin wrote"),
+    "candidate file truncated": ("SASRec", ["ckpt:truncated"], {}, "is not a candidate file the plugin wrote (not an"),
+    "text_encoder empty folder": ("ALLMRec", ["empty:text_encoder", "--cf_checkpoint=auto"], {}, "could not be loaded"),
+    "llm_path empty folder": ("LLMOnly", ["empty:llm_path"], {}, "could not be loaded as a causal LM"),
+    "llm_path without weights": ("LLMOnly", ["llm:noweights"], {}, "holds a config and a tokenizer but no weights"),
     "unknown model": ("NoSuchRec", [], {}, "unknown model 'NoSuchRec'"),
 }
 
@@ -162,10 +203,22 @@ def _resolve(args, tmp_path, tiny_llm, tiny_encoder, backbone, bpr_checkpoint):
                 "latin1": dict(edit_item=_latin1, encoding="latin-1"),
                 "blank": dict(edit_item=_blank_title),
                 "noitem": dict(drop_item=True),
+                "tab": dict(edit_item=_tab_in_title),
+                "dupitem": dict(extra_item="1\tAnother Title\t1999"),
+                "norows": dict(edit_inter=_header_only),
+                "yesterday": dict(edit_inter=_yesterday),
+                "notime": dict(edit_inter=_no_timestamp),
             }[what]
             out += [f"--data_path={_dataset_copy(tmp_path, TINY_DATASET, **edits)}"]
+        elif kind == "llm" and what == "noweights":
+            folder = tmp_path / "llm-noweights"
+            shutil.copytree(tiny_llm, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+            out.append(f"--llm_path={folder}")
         elif kind == "llm":
             out.append(f"--llm_path={tiny_encoder}")  # a sentence-transformers BERT folder
+        elif kind == "empty":
+            (tmp_path / "empty").mkdir(exist_ok=True)
+            out.append(f"--{what}={tmp_path / 'empty'}")
         elif kind == "ckpt":
             path = tmp_path / f"{what}.pth"
             if what == "corrupt":
@@ -174,9 +227,21 @@ def _resolve(args, tmp_path, tiny_llm, tiny_encoder, backbone, bpr_checkpoint):
                 torch.save({"config": Hostile(), "state_dict": {}}, path)
             elif what == "bpr":
                 path = bpr_checkpoint
-            elif what == "candidates":
+            elif what in ("candidates", "textfile", "truncated"):
                 path = tmp_path / "candidates.npz"
-                np.savez(path, n_neg=np.array(9), seed=np.array(1), data_fingerprint=np.array("0123456789ab"))
+                tokens = {f"{p}_item_tokens": np.array([["1"] * 9]) for p in ("valid", "test")}
+                np.savez(
+                    path,
+                    n_neg=np.array(9),
+                    seed=np.array(1),
+                    data_fingerprint=np.array("0123456789ab"),
+                    user_tokens=np.array(["1"]),
+                    **tokens,
+                )
+                if what == "textfile":
+                    path.write_text("not candidates\n")
+                elif what == "truncated":
+                    path.write_bytes(path.read_bytes()[:200])
                 out.append(f"--eval_candidates_file={path}")
                 out.append("--eval_candidates=fixed")
                 continue
@@ -209,7 +274,8 @@ def test_bad_input_is_one_line(case, workdir, tiny_config, tiny_llm, tiny_encode
         files.append(str(workdir / "case.yaml"))
     if not any(a.startswith("--config_files=") for a in args):
         args = args + [f"--config_files={' '.join(files)}"]
-    argv = [f"--model={model}", f"--dataset={TINY_DATASET}", *args]
+    dataset = [] if any(a.startswith("--dataset=") for a in args) else [f"--dataset={TINY_DATASET}"]
+    argv = [f"--model={model}", *dataset, *args]
     old_argv = sys.argv
     sys.argv = ["run_recbole_llm.py", *argv]  # RecBole's Config reads the command line itself
     try:
