@@ -95,7 +95,7 @@ def load_recbole_checkpoint(path, map_location="cpu", trust=False):
             f"code); set trust_checkpoint: True only if you trust this file",
             f"it refers to {error}",
         ) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, IndexError, KeyError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, IndexError, KeyError) as error:
         reason = short_reason(error, 100)
         raise UnreadableFileError(
             f"checkpoint '{path}' is not a readable torch checkpoint ({reason}); give the .pth a RecBole run saved",

@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.errors import ConfigValueError, LLMLoadError
 from recbole_llmplugin.distributed import main_first
-from recbole_llmplugin.files import atomic_write, short_reason
+from recbole_llmplugin.files import atomic_write, set_aside, short_reason
 from recbole_llmplugin.identity import model_identity
 from recbole_llmplugin.llm_loading import require_hub
 
@@ -85,9 +86,20 @@ def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64,
     digest = hashlib.sha1("\x1e".join([encoder_id, *texts]).encode("utf-8")).hexdigest()[:16]
     path = os.path.join(cache_folder, f"text-embeddings-{digest}.safetensors")
     with main_first():  # a data-parallel run: the main process writes the cache, the others read it
+        if os.path.isfile(path) and _unreadable(path):
+            set_aside(path, "text-embedding cache", _unreadable(path))
         if not os.path.isfile(path):
             _encode_into(encoder, texts, path, batch_size, show_progress)
     return load_file(path)["embeddings"]
+
+
+def _unreadable(path):
+    """Why a cache file does not load ("" when it does)."""
+    try:
+        load_file(path)["embeddings"]
+    except (SafetensorError, OSError, KeyError) as error:
+        return short_reason(error, 100)
+    return ""
 
 
 def _encode_into(encoder, texts, path, batch_size, show_progress):
