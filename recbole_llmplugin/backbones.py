@@ -39,7 +39,9 @@ def prepare_backbone(config, config_file_list, config_dict):
     path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
     with main_first():
         if is_main():
-            with main_alone(), claim(path, f"{cf_model} backbone"):  # a concurrent identical run waits
+            with main_alone(), claim(
+                path, f"{cf_model} backbone", config["lock_timeout"]
+            ):  # a concurrent identical run waits
                 args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
                 result = _train_or_reuse(*args)
     config["cf_checkpoint"] = path

@@ -59,6 +59,7 @@ RUN_LOCAL_KEYS = frozenset(
         # resolved separately: replaced by the content of the file it names
         "cf_checkpoint",
         "trust_checkpoint",
+        "lock_timeout",  # how long to wait for another run
         # a benchmark file's own keys (its per-model overrides reach each run's config directly)
         "benchmark_models",
         "benchmark_datasets",

@@ -364,7 +364,10 @@ class StagedTrainer(LLMTrainer):
 
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         what = f"{stage.name} ({os.path.basename(stage.checkpoint)})"
-        with claim(stage.checkpoint, what) if is_main() else contextlib.nullcontext():  # the main one claims for all
+        timeout = self.config["lock_timeout"]
+        with (
+            claim(stage.checkpoint, what, timeout) if is_main() else contextlib.nullcontext()
+        ):  # the main one claims for all
             barrier()  # the others wait for the claim, then see the files the main process sees
             return self._fit_claimed_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
 

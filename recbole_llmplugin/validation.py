@@ -115,6 +115,7 @@ RULES = {
     "eval_mode": _enum("score", "index", "generate", "match"),
     "adam_betas": Rule("list", none=True),
     "trust_checkpoint": BOOL,
+    "lock_timeout": Rule("float", minimum=0.0, strict=True, none=True),
     # model files (ALLMRec, MLPLLM, TALLRec)
     "allmrec_architecture": _enum("official", "paper"),
     "allmrec_token_space": _enum("projected", "vocabulary"),
