@@ -5,6 +5,7 @@ idempotent, touches only what RecBole needs, and says which break it answers. No
 RecBole is forked or vendored.
 """
 
+import collections
 import functools
 import importlib
 import importlib.util
@@ -190,6 +191,33 @@ def _fix_ddp_on_cpu():
     module.DistributedDataParallel = DistributedDataParallel
 
 
+class _Counts(collections.Counter):
+    """RecBole's item / user counts, with the ``cpu()`` its collector calls on every collected value."""
+
+    def cpu(self):
+        return self
+
+
+def _fix_popularity_counts():
+    # RecBole's Collector.data_collect stores the training data's item and user counts (collections.Counter) for the
+    # popularity metrics (AveragePopularity, TailPercentage), then get_data_struct calls .cpu() on every stored value:
+    # "'Counter' object has no attribute 'cpu'" for every model. Store them as a Counter that has it.
+    collector = importlib.import_module("recbole.evaluator.collector").Collector
+    original = collector.data_collect
+    if getattr(original, "_recbole_llmplugin", False):
+        return
+
+    @functools.wraps(original)
+    def data_collect(self, train_data):
+        original(self, train_data)
+        for key in ("data.count_items", "data.count_users"):
+            if key in self.data_struct and isinstance(self.data_struct.get(key), collections.Counter):
+                self.data_struct.set(key, _Counts(self.data_struct.get(key)))
+
+    data_collect._recbole_llmplugin = True
+    collector.data_collect = data_collect
+
+
 @functools.lru_cache(maxsize=None)
 def apply():
     """Apply every fix once; returns True."""
@@ -201,4 +229,5 @@ def apply():
     _fix_anomaly_detection()
     _fix_distributed_device()
     _fix_ddp_on_cpu()
+    _fix_popularity_counts()
     return True

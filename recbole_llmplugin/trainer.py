@@ -136,7 +136,16 @@ class LLMTrainer(Trainer):
             )
         return super()._build_optimizer(params=params, **kwargs)
 
+    def collect_training_data(self, train_data):
+        """RecBole's evaluator reads the training data's item counts (popularity metrics: AveragePopularity,
+        TailPercentage...) from the loader ``fit`` starts with. A plugin model trains on other loaders (a stage's
+        last positions) or not at all (reused stages, LLMOnly): collect from the run's whole train loader, as for a
+        RecBole model, and keep that."""
+        self.eval_collector.data_collect(train_data)
+        self.eval_collector.data_collect = lambda loader: None  # a stage's loader does not replace it
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.collect_training_data(train_data)
         if self.optimizer is None:
             getLogger().info(set_color(f"{self.config['model']} has no trainable parameters: no training", "yellow"))
             if saved:
@@ -290,6 +299,7 @@ class StagedTrainer(LLMTrainer):
     """
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.collect_training_data(train_data)
         self.stage_seconds = {}
         result = (-1, None)
         for stage in self.model.training_stages():
