@@ -160,7 +160,7 @@ def claim(path, what, timeout=None):
             )
         if reported is None or time.time() - reported >= REPORT_SECONDS:
             logger.warning(
-                f"{what}: {_holder(owner)} is training it ({lock}); waited {waited:.0f} s so far for it to finish "
+                f"{what}: {_holder(owner)} is training it ({lock}); waiting for it to finish, {waited:.0f} s so far "
                 f"(delete that file if that run is gone)"
             )
             reported = time.time()

@@ -47,7 +47,8 @@ def test_a_live_holder_is_named_and_the_wait_ends_at_lock_timeout(tmp_path, slee
             pass
     assert time.time() - start < 3
     assert (
-        f"run pid {sleeper.pid} on {socket.gethostname()}, since " in caplog.text and "waited 0 s so far" in caplog.text
+        f"run pid {sleeper.pid} on {socket.gethostname()}, since " in caplog.text
+        and "waiting for it to finish, 0 s so far" in caplog.text
     )
     assert os.path.exists(lock)  # the holder's lock is left alone
 
