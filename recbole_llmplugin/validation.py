@@ -188,9 +188,10 @@ def read_yaml_file(path, loader=yaml.FullLoader):
 def check_command_line(args):
     """The ``--key=value`` arguments as RecBole's Config reads them from the command line: a key given twice with
     two values (RecBole raises a SyntaxError), a value with '=' in it (RecBole drops the argument in silence) and
-    a list or dict cut short by an unquoted space (RecBole keeps the piece as a string, which fails later)."""
+    a list or dict cut short by an unquoted space (RecBole keeps the piece as a string, which fails later; a text
+    such as a prompt template may start with a brace: it is cut only when a piece without -- follows)."""
     given = {}
-    for arg in args:
+    for index, arg in enumerate(args):
         if not arg.startswith("--") or "=" not in arg:
             continue
         key, _, value = arg[2:].partition("=")
@@ -202,7 +203,8 @@ def check_command_line(args):
         if key in given and given[key] != value:
             raise ConfigValueError(f"--{key} is given twice ({given[key]}, then {value}); give it once")
         given[key] = value
-        if value[:1] and value[0] in "[{(":
+        rest = args[index + 1] if index + 1 < len(args) else "-"
+        if value[:1] and value[0] in "[{(" and not rest.startswith("-"):  # the next argument is its other half
             try:
                 ast.literal_eval(value)
             except SyntaxError:
@@ -339,9 +341,26 @@ def validate(config, model_name, plugin_model):
             f"or ignore this for keys your own code reads)"
         )
     check_values(config)
+    check_valid_metric(config)
     if plugin_model:
         check_templates(config)
     return unused_user_keys(config, model_name, plugin_model)
+
+
+def check_valid_metric(config):
+    """``valid_metric`` must be one of the metrics computed (RecBole fails with ``KeyError: 'mrr@10'`` after the
+    first training epoch otherwise)."""
+    valid = str(config["valid_metric"] or "")
+    name, _, k = valid.lower().partition("@")
+    metrics = [str(m).lower() for m in (config["metrics"] or [])]
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    if name not in metrics:
+        raise ConfigValueError(
+            f"valid_metric: {valid} is not among metrics {config['metrics']}; add {valid.split('@')[0]} to metrics or set valid_metric "
+            f"to one of them"
+        )
+    if k and (not k.isdigit() or int(k) not in topk):
+        raise ConfigValueError(f"valid_metric: {valid} asks for @{k}, topk is {config['topk']}; add {k} to topk")
 
 
 # the placeholders each prompt key may hold (prompts.PromptBuilder fills them)

@@ -100,6 +100,12 @@ CASES = {
         {"prompt_template": "{user_token}Seen: {history}. Next of {candidates}?{user_token}"},
         "has {user_token} 2 times; keep one",
     ),
+    "two user tokens, command line": (
+        "ALLMRec",
+        ["--prompt_template={user_token}Seen: {history}. Next of {candidates}?{user_token}"],
+        {},
+        "has {user_token} 2 times; keep one",
+    ),
     "cf_model not sequential": (
         "ALLMRec",
         ["--cf_model=Pop", "--cf_checkpoint=auto"],
@@ -115,6 +121,13 @@ CASES = {
     "checkpoint_dir unwritable": ("SASRec", ["--checkpoint_dir=/proc/llm-ckpt"], {}, "cannot be written"),
     "eval_mode match, match untrained": ("ALLMRec", ["--eval_mode=match"], {}, "eval_mode: match ranks by the CF"),
     "eval_mode match without a CF match": ("LLMOnly", ["--eval_mode=match"], {}, "'match' is not one of score, index"),
+    "valid_metric not computed": (
+        "SASRec",
+        ["--metrics=['Hit','AveragePopularity']"],
+        {},
+        "valid_metric: NDCG@5 is not",
+    ),
+    "valid_metric cut-off not in topk": ("SASRec", ["--valid_metric=Hit@20"], {}, "valid_metric: Hit@20 asks for @20"),
     "stage2_candidates 1": ("TALLRec", ["--stage2_candidates=1"], {}, "stage2_candidates: 1 must be an integer >= 2"),
     "stage1_alpha -1": ("ALLMRec", ["--stage1_alpha=-1"], {}, "stage1_alpha: -1 must be a number >= 0"),
     "lora_dropout 1.5": ("TALLRec", ["--lora_dropout=1.5"], {}, "lora_dropout: 1.5 must be a number >= 0 and < 1"),
