@@ -36,10 +36,10 @@ def main(argv=None):
 
     try:  # RecBole's Config reads the --key=value arguments itself
         check_command_line(sys.argv[1:] if argv is None else argv)
+        launch = launch_keys(args)
     except PluginError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    launch = launch_keys(args)
     if args.benchmark and launch:
         print("error: --benchmark runs one process; drop --nproc / --world_size (or torchrun)", file=sys.stderr)
         return 2
@@ -63,6 +63,9 @@ def main(argv=None):
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
+    if not models:
+        print("error: --model is empty; name a plugin or RecBole model (e.g. --model=ALLMRec)", file=sys.stderr)
+        return 2
     if launch:
         from recbole_llmplugin.registry import is_plugin_model
 
@@ -104,10 +107,12 @@ def launch_keys(args):
     keys = torchrun_keys()
     if keys:
         return keys
+    if args.nproc < 1:
+        from recbole_llmplugin.errors import ConfigValueError
+
+        raise ConfigValueError(f"--nproc={args.nproc}; give 1 or more processes")
     if args.nproc <= 1 and args.world_size <= 0:
         return {}
-    if args.nproc < 1:
-        raise SystemExit(f"error: --nproc={args.nproc}; give 1 or more processes")
     world = args.world_size if args.world_size > 0 else args.nproc
     return {"world_size": world, "nproc": args.nproc, "offset": args.group_offset, "ip": args.ip, "port": args.port}
 

@@ -5,6 +5,7 @@ columns present). RecBole's pandas reader would shift the columns of a line with
 rows with the same item id win, or fail deep in pandas without a line number.
 """
 
+import codecs
 import os
 
 from recbole.utils import FeatureType
@@ -52,6 +53,12 @@ def check_dataset(config):
 
 def check_encoding(path, encoding):
     """RecBole reads atomic files as ``encoding`` (utf-8 unless set): a file in another one fails deep in pandas."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigValueError(
+            f"encoding: '{encoding}' is not a text encoding Python knows; e.g. utf-8 or latin-1"
+        ) from None
     with open(path, "rb") as handle:
         data = handle.read()
     try:
@@ -111,7 +118,7 @@ def check_atomic_file(path, config, source):
         if kind not in {t.value for t in FeatureType}:
             raise ConfigValueError(
                 f"'{where}' line 1: column '{field}' is not name:type with type token, token_seq, float or "
-                f"float_seq; fix the header"
+                f"float_seq (columns split at field_separator {separator!r}); fix the header or field_separator"
             )
         columns[name] = kind
     numeric = [(i, n, columns[n]) for i, n in enumerate(columns) if "float" in columns[n]]

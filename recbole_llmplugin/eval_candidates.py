@@ -245,6 +245,12 @@ def apply_eval_candidates(config, dataset, valid_data, test_data, source):
 
     ``source``: a ``CandidateSource`` taken before ``data_preparation`` (see its docstring).
     """
+    for loader in (valid_data, test_data):  # uni0: the target alone (RecBole's sampler and metrics then fail)
+        args = getattr(loader, "neg_sample_args", None) or {}
+        if args.get("distribution") not in (None, "none") and args.get("sample_num", 1) < 1:
+            raise ConfigValueError(
+                f"eval_args mode uni{args['sample_num']} ranks each user's target alone; give N >= 1 (e.g. uni19)"
+            )
     mode = config["eval_candidates"] or "recbole"
     if mode == "recbole":
         check_enough_negatives(dataset, valid_data, test_data)

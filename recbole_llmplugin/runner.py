@@ -42,7 +42,7 @@ from recbole_llmplugin.standard_errors import use_standard_errors
 from recbole_llmplugin.text_encoder import TEXT_ENCODER_ALIASES, load_text_encoder
 from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.trainer import unique_checkpoint_name
-from recbole_llmplugin.validation import check_user_files, read_yaml_file, validate
+from recbole_llmplugin.validation import check_user_files, read_yaml_file, unknown_metric, validate
 
 
 def property_files(model_name, dataset_name):
@@ -65,6 +65,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     except ValueError as error:  # RecBole's own property checks, e.g. CE loss with train negatives
         _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
+    except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
+        raise unknown_metric(str(error).split("'")[1] if str(error).count("'") >= 2 else error) from None
     check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)

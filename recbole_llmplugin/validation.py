@@ -159,6 +159,8 @@ RECBOLE_RULES = {
     "stopping_step": _int(0),
     "eval_step": _int(0),
     "MAX_ITEM_LIST_LENGTH": POSITIVE,
+    "seed": _int(0),
+    "weight_decay": _float(0.0),
 }
 
 
@@ -347,9 +349,20 @@ def validate(config, model_name, plugin_model):
     return unused_user_keys(config, model_name, plugin_model)
 
 
+def unknown_metric(name):
+    """One line for a metric RecBole does not have (its Config raises NotImplementedError), with the nearest."""
+    from recbole.evaluator.register import metrics_dict
+
+    nearest = difflib.get_close_matches(str(name).lower(), list(metrics_dict), n=1)
+    hint = f" (did you mean '{nearest[0]}'?)" if nearest else ""
+    return ConfigValueError(
+        f"metrics: '{name}' is not a RecBole metric{hint}; RecBole has {', '.join(sorted(metrics_dict))}"
+    )
+
+
 def check_valid_metric(config):
-    """``valid_metric`` must be one of the metrics computed (RecBole fails with ``KeyError: 'mrr@10'`` after the
-    first training epoch otherwise)."""
+    """``valid_metric`` is one of the metrics computed (RecBole fails with ``KeyError: 'mrr@10'`` after the first
+    training epoch otherwise)."""
     valid = str(config["valid_metric"] or "")
     name, _, k = valid.lower().partition("@")
     metrics = [str(m).lower() for m in (config["metrics"] or [])]
