@@ -28,7 +28,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from recbole_llmplugin.compare import metric_cell
-from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.errors import ConfigValueError, PluginError
 from recbole_llmplugin.runner import row_label
 from recbole_llmplugin.validation import read_yaml_file
 from recbole_llmplugin.files import atomic_write
@@ -56,7 +56,19 @@ def load_spec(path):
     missing = [k for k in ("benchmark_models", "benchmark_datasets") if not spec.get(k)]
     if missing:
         raise ConfigValueError(f"benchmark file '{path}' needs {', '.join(missing)} (lists of names)")
+    for key in ("benchmark_models", "benchmark_datasets", "benchmark_seeds"):
+        if key in spec and not isinstance(spec[key], list):
+            raise ConfigValueError(f"benchmark file '{path}': {key}: {spec[key]!r} must be a list, e.g. [{spec[key]}]")
+    seeds = spec.get("benchmark_seeds") or []
+    if any(not isinstance(seed, int) or isinstance(seed, bool) for seed in seeds):
+        raise ConfigValueError(f"benchmark file '{path}': benchmark_seeds: {seeds} must be a list of integers")
     listed = list(spec["benchmark_models"])
+    unlisted = sorted(set(spec.get("benchmark_model_properties") or {}) - set(map(str, listed)))
+    if unlisted:
+        raise ConfigValueError(
+            f"benchmark file '{path}': benchmark_model_properties has {unlisted[0]}, which benchmark_models does not "
+            f"list; add it there or remove its properties"
+        )
     twice = sorted({name for name in listed if listed.count(name) > 1})
     if twice:
         raise ConfigValueError(
@@ -67,6 +79,21 @@ def load_spec(path):
     spec.setdefault("benchmark_output", os.path.join("results", Path(path).stem))
     spec.setdefault("benchmark_model_properties", {})
     return spec
+
+
+def check_runs(spec, path):
+    """Every (dataset, model) run's properties, data and model folders, checked before the first run starts (a
+    misspelt key for the last model would otherwise stop it after hours); and the output folder writable."""
+    from recbole_llmplugin.runner import build_config, check_writable_folder
+
+    check_writable_folder("benchmark_output", spec["benchmark_output"])
+    for dataset in spec["benchmark_datasets"]:
+        for model in spec["benchmark_models"]:
+            overrides = dict(spec["benchmark_model_properties"].get(model) or {})
+            try:
+                build_config(overrides.pop("model", model), dataset, [str(path)], overrides)
+            except PluginError as error:
+                raise ConfigValueError(f"benchmark entry {model} on {dataset}: {error}") from None
 
 
 def run_file(output, dataset, model, seed):
@@ -106,6 +133,7 @@ def run_benchmark(path, runner=None):
 
         for name in spec["benchmark_models"]:  # every name known before any model runs
             get_model_class((spec["benchmark_model_properties"].get(name) or {}).get("model", name))
+        check_runs(spec, path)
     output = spec["benchmark_output"]
     jobs = [
         (d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]

@@ -204,3 +204,43 @@ def test_an_unknown_model_is_refused_before_any_run(tmp_path):
     with pytest.raises(UnknownModelError, match="unknown model 'NoSuchRec'"):
         run_benchmark(path)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ("benchmark_models: Pop\nbenchmark_datasets: [d1]\n", "benchmark_models: 'Pop' must be a list, e.g. [Pop]"),
+        ("benchmark_models: [Pop]\nbenchmark_datasets: [d1]\nbenchmark_seeds: [a]\n", "must be a list of integers"),
+        (
+            "benchmark_models: [Pop]\nbenchmark_datasets: [d1]\nbenchmark_model_properties: {SASRec: {epochs: 2}}\n",
+            "benchmark_model_properties has SASRec, which benchmark_models does not list",
+        ),
+    ],
+)
+def test_malformed_lists_are_one_line(tmp_path, lines, message):
+    path = tmp_path / "bench.yaml"
+    path.write_text(lines)
+    with pytest.raises(ConfigValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        run_benchmark(path, FakeRunner())
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("benchmark_datasets: [tiny-synth, nope-data]\n", "benchmark entry Pop on nope-data: dataset 'nope-data'"),
+        (
+            "benchmark_model_properties: {SASRec: {epoch: 2}}\n",
+            "benchmark entry SASRec on tiny-synth: unknown property 'epoch': did you mean 'epochs'?",
+        ),
+        ("benchmark_output: /etc/hostname\n", "benchmark_output: '/etc/hostname' is a file, not a folder"),
+    ],
+)
+def test_every_run_is_checked_before_the_first_one(workdir, tiny_config, extra, message):
+    """A misspelt key or a missing dataset of any entry stops the benchmark before anything runs."""
+    props = {k: v for k, v in tiny_config.items() if k != "llm_path"}
+    path = workdir / "bench.yaml"
+    spec = "benchmark_models: [Pop, SASRec]\nbenchmark_datasets: [tiny-synth]\n"
+    path.write_text(yaml.safe_dump(props) + spec + extra)
+    with pytest.raises(ConfigValueError, match=message.replace("?", r"\?")):
+        run_benchmark(path)
+    assert not list(workdir.glob("results/**/*.*")) and not list(workdir.glob("saved/**/*.*"))  # nothing ran
