@@ -15,8 +15,10 @@ import csv
 import html
 import json
 import os
+import sys
 from pathlib import Path
 
+from recbole_llmplugin.errors import ConfigValueError, one_line_errors
 from recbole_llmplugin.files import atomic_write
 
 GAMES, BEAUTY = "amazon-games-llmrank", "amazon-beauty-p5"
@@ -83,6 +85,30 @@ def convert_beauty(source, output):
     return _write_atomic_files(output, BEAUTY, sequences, titles)
 
 
+SOURCE_FILES = {
+    convert_games: ("amazon-games/Games-6k.item", "amazon-games/Games-6k.test.inter"),
+    convert_beauty: (
+        "amazon-beauty/item_id_to_int.json",
+        "amazon-beauty/products_lookup.csv",
+        "amazon-beauty/user_sequence.txt",
+    ),
+}
+
+
+def check_folders(source, output):
+    """Every source file there and an output folder, before anything is written."""
+    for needed in SOURCE_FILES.values():
+        missing = [name for name in needed if not (Path(source) / name).is_file()]
+        if missing:
+            raise ConfigValueError(
+                f"--source '{source}' has no {missing[0]}; give the folder holding amazon-games/ and amazon-beauty/ "
+                f"(../shared/data)"
+            )
+    if Path(output).exists() and not Path(output).is_dir():
+        raise ConfigValueError(f"--output '{output}' is a file; give a folder")
+
+
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m recbole_llmplugin.amazon",
@@ -94,9 +120,10 @@ def main(argv=None):
     )
     parser.add_argument("--output", default="dataset", help="folder that receives the RecBole dataset folders")
     args = parser.parse_args(argv)
+    check_folders(args.source, args.output)
     for convert in (convert_games, convert_beauty):
         print(f"wrote {convert(args.source, args.output)}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,6 +24,7 @@ float32 matrix-multiply rate measured on this machine. Stage 1 is trained (or re
 
 import argparse
 import os
+import sys
 import shutil
 import time
 
@@ -38,6 +39,7 @@ from recbole_llmplugin.quick_start import build_config, prepare_data
 from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.resources import peak_rss_mb
 from recbole_llmplugin.trainer import Stage
+from recbole_llmplugin.errors import one_line_errors
 
 
 def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
@@ -192,6 +194,7 @@ def run_scale(args, config_files, overrides):
     return rows
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m recbole_llmplugin.bench")
     parser.add_argument("benchmark", choices=["text-encoder", "stage2", "scale"])
@@ -273,4 +276,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

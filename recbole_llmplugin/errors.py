@@ -1,5 +1,8 @@
 """Errors the runner reports as one line (``error: ...``) instead of a traceback."""
 
+import functools
+import sys
+
 
 class PluginError(Exception):
     """Base class: a problem the user can fix from the message alone."""
@@ -28,3 +31,18 @@ class UnreadableFileError(ConfigValueError):
     def __init__(self, message, reason):
         super().__init__(message)
         self.reason = reason
+
+
+def one_line_errors(main):
+    """A command's ``main(argv)``: a ``PluginError`` ends as one line on stderr (``error: ...``) and exit code 2, as in
+    ``run_recbole_llm.py``; its return value is the exit code."""
+
+    @functools.wraps(main)
+    def command(argv=None):
+        try:
+            return main(argv) or 0
+        except PluginError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return command

@@ -41,6 +41,7 @@ from recbole_llmplugin.registry import get_model_class
 from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.standard_errors import standard_error
 from recbole_llmplugin.trainer import StagedTrainer
+from recbole_llmplugin.errors import ConfigValueError, one_line_errors
 
 
 def metrics_from_ranks(ranks):
@@ -384,6 +385,7 @@ def run(
     return results
 
 
+@one_line_errors
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="ALLMRec")
@@ -398,7 +400,10 @@ def main(argv=None):
     # RecBole's Config reads --key=value properties from sys.argv itself: leave it only those
     sys.argv = sys.argv[:1] + rest
     overrides = dict(arg[2:].split("=", 1) for arg in rest if arg.startswith("--") and "=" in arg)  # the record only
-    points = sorted(int(p) for p in args.points.split(","))
+    try:
+        points = sorted(int(p) for p in args.points.split(","))
+    except ValueError:
+        raise ConfigValueError(f"--points={args.points}: give training-example counts, e.g. 100,300,1000") from None
     run(
         args.model,
         args.dataset,
@@ -413,4 +418,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -386,3 +386,36 @@ def test_unknown_key_outside_the_plugins_namespaces_is_a_warning(workdir, tiny_c
     config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, "foo_bar": 1})
     assert config["foo_bar"] == 1
     assert "foo_bar: no RecBole or plugin property has that name" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "module, argv, expected",
+    [
+        ("amazon", ["--source=/nonexistent", "--output=out"], "--source '/nonexistent' has no amazon-games/Games-6k"),
+        ("amazon", ["--source=SHARED", "--output=/etc/hostname"], "--output '/etc/hostname' is a file"),
+        ("learning_curve", ["--points=abc", "--label=x"], "--points=abc: give training-example counts"),
+        ("learning_curve", ["--dataset=no-such-data", "--label=x"], "dataset 'no-such-data': folder"),
+        ("bench", ["scale", "--models=NoSuchRec"], "unknown model 'NoSuchRec'"),
+    ],
+)
+def test_the_other_commands_end_bad_input_in_one_line(workdir, module, argv, expected, capsys, monkeypatch):
+    """``python -m recbole_llmplugin.<amazon | learning_curve | bench>``: exit code 2 and one ``error:`` line."""
+    import importlib
+
+    if "--source=SHARED" in argv:  # a complete source folder: the output is what is wrong
+        for name in (
+            "amazon-games/Games-6k.item",
+            "amazon-games/Games-6k.test.inter",
+            "amazon-beauty/item_id_to_int.json",
+            "amazon-beauty/products_lookup.csv",
+            "amazon-beauty/user_sequence.txt",
+        ):
+            (workdir / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+            (workdir / "src" / name).write_text("")
+        argv = [f"--source={workdir / 'src'}" if a == "--source=SHARED" else a for a in argv]
+    monkeypatch.setattr(sys, "argv", [module, *argv])
+    code = importlib.import_module(f"recbole_llmplugin.{module}").main(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and expected in lines[0], err[-2000:]
+    assert "Traceback" not in err
