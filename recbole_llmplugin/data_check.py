@@ -167,8 +167,14 @@ def _is_number(text):
 
 def _check_load_col(config, headers):
     """``load_col`` naming a column a file lacks (RecBole drops it in silence, then fails where the column is
-    used), and a time-ordered split without the time column loaded."""
+    used), the user and item id columns, and a time-ordered split without the time column loaded."""
     dataset = config["dataset"]
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        if "inter" in headers and config[key] not in _loaded(config, "inter", headers["inter"]):
+            raise ConfigValueError(
+                f"{key}: '{config[key]}' is not a loaded column of {dataset}'s inter file (its columns: "
+                f"{', '.join(headers['inter'])}); name the id column, and keep it in load_col"
+            )
     for source, wanted in (config["load_col"] or {}).items():
         if source not in headers or wanted == "*":
             continue

@@ -62,7 +62,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
     try:
         config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
-    except ValueError as error:  # RecBole's own property checks, e.g. CE loss with train negatives
+    except (ValueError, TypeError) as error:  # RecBole's own property checks, e.g. CE loss with train negatives
         _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
     except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
@@ -100,7 +100,7 @@ def _check_dataset_alone(dataset, files, config_dict):
     of a run whose model's properties RecBole refused."""
     try:
         config = Config(model="Pop", dataset=dataset, config_file_list=files, config_dict=config_dict)
-    except ValueError:
+    except (ValueError, TypeError, NotImplementedError):  # the same refusal: reported by the caller
         return
     check_dataset(config)
 
@@ -126,6 +126,13 @@ def check_model_properties(config, model_class):
     if (trains_recbole or auto_backbone) and config["epochs"] < 1:
         what = model_class.__name__ if trains_recbole else f"the auto-trained {config['cf_model']} backbone"
         raise ConfigValueError(f"epochs: {config['epochs']} would leave {what} untrained; set epochs >= 1")
+    order = config["eval_args"].get("order")
+    if getattr(model_class, "type", None) == ModelType.SEQUENTIAL and order != "TO":
+        raise ConfigValueError(
+            f"eval_args order: {order}; {model_class.__name__} is a sequential model, which RecBole splits in time "
+            f"order: set order TO (e.g. eval_args: {{split: {{LS: valid_and_test}}, group_by: user, order: TO, "
+            f"mode: uni19}})"
+        )
     modes = config["eval_args"]["mode"]
     modes = list(modes.values()) if isinstance(modes, dict) else [modes]
     if "full" in modes and not getattr(model_class, "full_sort", True):
@@ -148,6 +155,8 @@ def check_model_properties(config, model_class):
 
 def check_writable_folder(key, folder):
     """``folder`` exists or can be made, and a file can be written in it: one line naming ``key`` otherwise."""
+    if not folder:
+        raise ConfigValueError(f"{key} is empty; give a folder")
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ConfigValueError(f"{key}: '{folder}' is a file, not a folder; give a folder")
     try:
@@ -173,7 +182,15 @@ def prepare_data(config):
     data-parallel run a plugin model's processes each get the whole loaders (its trainer splits the batches
     itself); a RecBole model's get RecBole's per-process shards."""
     logger = getLogger()
-    dataset = create_dataset(config)
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if not str(error).startswith("Some feat is empty"):
+            raise
+        raise ConfigValueError(
+            f"dataset '{config['dataset']}': its filters (user_inter_num_interval, item_inter_num_interval, "
+            f"val_interval, ...) leave no interactions; loosen them"
+        ) from None
     logger.info(dataset)
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     apply_eval_user_sample(config, dataset)

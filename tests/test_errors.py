@@ -134,6 +134,11 @@ CASES = {
     "field_separator wrong": ("SASRec", ["--field_separator=,"], {}, "(columns split at field_separator ',')"),
     "model empty": ("", [], {}, "--model is empty"),
     "nproc 0": ("LLMOnly", ["--nproc=0"], {}, "--nproc=0; give 1 or more processes"),
+    "topk a word": ("SASRec", [], {"topk": "ten"}, "SASRec on tiny-synth: The topk [ten] must be"),
+    "random order for a sequential model": ("SASRec", [], {"eval_args": {**UNI9, "order": "RO"}}, "set order TO"),
+    "USER_ID_FIELD not a column": ("SASRec", [], {"USER_ID_FIELD": "uid"}, "USER_ID_FIELD: 'uid' is not a loaded"),
+    "filters leave nothing": ("SASRec", [], {"user_inter_num_interval": "[1000,inf)"}, "leave no interactions"),
+    "checkpoint_dir empty": ("SASRec", [], {"checkpoint_dir": ""}, "checkpoint_dir is empty; give a folder"),
     "valid_metric not computed": (
         "SASRec",
         ["--metrics=['Hit','AveragePopularity']"],
