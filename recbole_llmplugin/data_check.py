@@ -170,7 +170,7 @@ def _check_load_col(config, headers):
     used), the user and item id columns, and a time-ordered split without the time column loaded."""
     dataset = config["dataset"]
     for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
-        if "inter" in headers and config[key] not in _loaded(config, "inter", headers["inter"]):
+        if "inter" in headers and config[key] and config[key] not in _loaded(config, "inter", headers["inter"]):
             raise ConfigValueError(
                 f"{key}: '{config[key]}' is not a loaded column of {dataset}'s inter file (its columns: "
                 f"{', '.join(headers['inter'])}); name the id column, and keep it in load_col"
