@@ -67,12 +67,16 @@ def _allowed(module, name):
     return False
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A global a RecBole checkpoint does not hold (``module.name``), refused before it is resolved."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Resolves only the globals RecBole checkpoints hold; anything else (a function to call) is refused."""
 
     def find_class(self, module, name):
         if not _allowed(module, name):
-            raise pickle.UnpicklingError(f"{module}.{name}")
+            raise RefusedGlobal(f"{module}.{name}")
         return super().find_class(module, name)
 
 
@@ -89,13 +93,22 @@ def load_recbole_checkpoint(path, map_location="cpu", trust=False):
         return torch.load(
             path, map_location=map_location, weights_only=False, pickle_module=pickle if trust else restricted_pickle
         )
-    except pickle.UnpicklingError as error:
+    except RefusedGlobal as error:
         raise UnreadableFileError(
             f"checkpoint '{path}' refers to {error}, which a RecBole checkpoint does not hold: refused (it could run "
             f"code); set trust_checkpoint: True only if you trust this file",
             f"it refers to {error}",
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, IndexError, KeyError) as error:
+    except (
+        pickle.UnpicklingError,  # not a pickle at all ("invalid load key")
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        zipfile.BadZipFile,
+        IndexError,
+        KeyError,
+    ) as error:
         reason = short_reason(error, 100)
         raise UnreadableFileError(
             f"checkpoint '{path}' is not a readable torch checkpoint ({reason}); give the .pth a RecBole run saved",

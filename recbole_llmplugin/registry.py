@@ -30,6 +30,14 @@ _RECBOLE_SUBMODULES = (
 def register_model(cls, properties=None):
     """Make ``cls`` available to the runner under ``cls.__name__``; ``properties``: its default property
     file (None: ``properties/model/<Name>.yaml`` of this package, if there is one). Returns ``cls``."""
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    if not (isinstance(cls, type) and issubclass(cls, AbstractRecommender)):
+        raise ConfigValueError(f"register_model({cls!r}): give a RecBole model class (an AbstractRecommender)")
+    if cls.__name__ not in _PLUGIN_MODELS and _is_recbole_model(cls.__name__):
+        raise ConfigValueError(
+            f"register_model({cls.__name__}): RecBole has a model of that name, which it would hide; rename the class"
+        )
     if properties is not None and not Path(properties).is_file():
         raise ConfigValueError(f"register_model({cls.__name__}): properties file '{properties}' does not exist")
     _PLUGIN_MODELS[cls.__name__] = cls
@@ -75,6 +83,16 @@ def recbole_model_names():
                 if inspect.isclass(obj) and issubclass(obj, AbstractRecommender) and attr.lower() == info.name:
                     names.add(attr)
     return sorted(names)
+
+
+def _is_recbole_model(name):
+    from recbole.utils import get_model
+
+    try:
+        get_model(name)
+    except (ValueError, ImportError, AttributeError):
+        return False
+    return True
 
 
 def get_model_class(name):

@@ -340,6 +340,17 @@ def test_hostile_pickle_never_runs(tmp_path):
             restricted_pickle.load(handle)
 
 
+def test_a_file_that_is_no_pickle_is_unreadable_not_refused(tmp_path):
+    """Garbage is "not a readable torch checkpoint"; only a foreign global is "refused (it could run code)"."""
+    from recbole_llmplugin.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.errors import ConfigValueError
+
+    path = tmp_path / "text.pth"
+    path.write_text("version 2\n")
+    with pytest.raises(ConfigValueError, match="is not a readable torch checkpoint .UnpicklingError: invalid load key"):
+        load_recbole_checkpoint(path)
+
+
 def test_a_run_with_local_models_opens_no_socket(workdir, allmrec_config, monkeypatch):
     """Local LLM and text encoder (as the defaults are): the hub is switched off and nothing touches the network."""
     import socket

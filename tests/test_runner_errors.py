@@ -33,6 +33,18 @@ def test_register_model_is_one_line():
     assert get_model_class("EchoRec") is EchoRec and is_plugin_model("EchoRec")
 
 
+def test_register_model_takes_a_recbole_model_class_of_a_new_name():
+    from recbole.model.sequential_recommender import SASRec
+
+    from recbole_llmplugin.errors import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match="give a RecBole model class"):
+        register_model(object)
+    with pytest.raises(ConfigValueError, match="register_model.SASRec.: RecBole has a model of that name"):
+        register_model(type("SASRec", (SASRec,), {}))
+    assert get_model_class("SASRec") is SASRec
+
+
 def test_plugin_model_defaults_come_from_its_yaml(workdir, tiny_config):
     config, _ = build_config("LLMOnly", "tiny-synth", config_dict=tiny_config)
     assert config["epochs"] == 1  # user dict beats the model yaml
