@@ -80,7 +80,16 @@ def resolve_llm_path(llm_path):
                 # building initialises a model at random before loading the weights: keep that off the seeded RNG,
                 # or a run that builds the folder would train from other initial weights than the runs after it
                 with torch.random.fork_rng():
-                    build_from_gguf(_package_file(package, filename), folder)
+                    try:
+                        folder.parent.mkdir(parents=True, exist_ok=True)  # before the minutes of converting
+                        build_from_gguf(_package_file(package, filename), folder)
+                    except OSError as error:
+                        if isinstance(error, LLMLoadError):
+                            raise
+                        raise LLMLoadError(
+                            f"llm_path alias '{llm_path}': cannot write its model folder under '{folder.parent}' "
+                            f"({short_reason(error, 100)}); set RECBOLE_LLM_CACHE to a writable folder"
+                        ) from None
         return str(folder)
     return str(llm_path)
 

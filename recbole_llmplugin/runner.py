@@ -148,6 +148,11 @@ def check_model_properties(config, model_class):
                 f"model's user representation: use SASRec, GRU4Rec, NextItNet, BERT4Rec or Caser"
             )
     check_writable_folder("checkpoint_dir", config["checkpoint_dir"])
+    candidates = config["eval_candidates_file"]
+    if candidates and os.path.isdir(candidates):
+        raise ConfigValueError(f"eval_candidates_file: '{candidates}' is a folder; give a file name (.npz) in one")
+    if candidates and not os.path.isfile(candidates):  # drawn and written there
+        check_writable_folder("eval_candidates_file", os.path.dirname(os.path.abspath(candidates)))
     checkpoint = config["cf_checkpoint"] if getattr(model_class, "needs_cf_backbone", False) else None
     if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
         load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])

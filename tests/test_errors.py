@@ -202,6 +202,18 @@ CASES = {
     "cf_checkpoint hostile": ("ALLMRec", ["ckpt:hostile"], {}, "refused (it could run code)"),
     "cf_checkpoint not sequential": ("ALLMRec", ["ckpt:bpr"], {}, "holds BPR, not a sequential model"),
     "foreign candidate file": ("LLMOnly", ["ckpt:candidates"], {}, "was drawn for other interactions"),
+    "candidate file a folder": (
+        "SASRec",
+        ["--eval_candidates_file=/tmp"],
+        {},
+        "eval_candidates_file: '/tmp' is a folder",
+    ),
+    "candidate file unwritable": (
+        "SASRec",
+        ["--eval_candidates_file=/proc/c.npz"],
+        {},
+        "eval_candidates_file: '/proc'",
+    ),
     "candidate file not an npz": ("SASRec", ["ckpt:textfile"], {}, "is not a candidate file the plugin wrote"),
     "candidate file truncated": ("SASRec", ["ckpt:truncated"], {}, "is not a candidate file the plugin wrote (not an"),
     "text_encoder empty folder": ("ALLMRec", ["empty:text_encoder", "--cf_checkpoint=auto"], {}, "could not be loaded"),
@@ -338,6 +350,16 @@ def test_hostile_pickle_never_runs(tmp_path):
             pickle.dump(Hostile(), handle)
         with open(tmp_path / "plain.pkl", "rb") as handle:
             restricted_pickle.load(handle)
+
+
+def test_an_unwritable_model_cache_is_one_line(monkeypatch):
+    """The packaged LLM is converted once into the cache folder: one that cannot be written names the variable."""
+    from recbole_llmplugin.errors import LLMLoadError
+    from recbole_llmplugin.llm_loading import resolve_llm_path
+
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", "/proc/no-cache-here")
+    with pytest.raises(LLMLoadError, match="cannot write its model folder .* set RECBOLE_LLM_CACHE to a writable"):
+        resolve_llm_path("smollm2-135m")
 
 
 def test_a_file_that_is_no_pickle_is_unreadable_not_refused(tmp_path):
