@@ -14,7 +14,6 @@ from logging import getLogger
 from pathlib import Path
 
 from recbole_llmplugin.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
-from recbole_llmplugin.checkpoints import load_checkpoint
 from recbole_llmplugin.errors import UnreadableFileError
 from recbole_llmplugin.files import atomic_write, digest, set_aside
 from recbole_llmplugin.identity import config_identity, dataset_identity
@@ -53,40 +52,35 @@ def prepare_backbone(config, config_file_list, config_dict):
 
 
 def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path):
-    folder = os.path.dirname(path)
     summary = path[:-4] + ".json"
-    logger = getLogger()
-    if os.path.isfile(path) and os.path.isfile(summary) and not _readable(path, backbone_config):
-        os.remove(summary)  # the backbone it describes is trained anew
     if os.path.isfile(path) and os.path.isfile(summary):
-        logger.info(
+        getLogger().info(
             f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates"
         )
-        with open(summary, encoding="utf-8") as handle:
-            result = json.load(handle)  # its training costs; the metrics are re-measured below
-        fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
-        result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
-        result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
-    else:
-        logger.info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
-        result = train_and_evaluate(backbone_config, backbone_class, saved=True)
-        os.makedirs(folder, exist_ok=True)
-        atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
-        result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
-        result = json.loads(json.dumps(result, default=float))
-        result["saved_model_file"] = path
-        atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
+        try:
+            return _reused(cf_model, config, config_file_list, overrides, path, summary)
+        except UnreadableFileError as error:  # truncated, a disk that filled up: moved aside and trained anew
+            set_aside(path, "CF backbone", error.reason)
+            os.remove(summary)
+    getLogger().info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
+    result = train_and_evaluate(backbone_config, backbone_class, saved=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
+    result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
+    result = json.loads(json.dumps(result, default=float))
+    result["saved_model_file"] = path
+    atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
     return result
 
 
-def _readable(path, backbone_config):
-    """Whether a kept backbone loads; one that does not (truncated, a disk that filled up) is moved aside."""
-    try:
-        load_checkpoint(path, trust=backbone_config["trust_checkpoint"])
-    except UnreadableFileError as error:
-        set_aside(path, "CF backbone", error.reason)
-        return False
-    return True
+def _reused(cf_model, config, config_file_list, overrides, path, summary):
+    """A kept backbone's run: its training costs, and its metrics measured again on this run's users."""
+    with open(summary, encoding="utf-8") as handle:
+        result = json.load(handle)
+    fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
+    result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
+    result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
+    return result
 
 
 # plugin keys a RecBole run reads too: they choose the users and candidates that validate (early-stop) and test it

@@ -44,7 +44,6 @@ def main(argv=None):
         print("error: --benchmark runs one process; drop --nproc / --world_size (or torchrun)", file=sys.stderr)
         return 2
     if args.benchmark:
-        from recbole_llmplugin import PluginError
         from recbole_llmplugin.benchmark import run_benchmark
 
         try:
@@ -57,7 +56,6 @@ def main(argv=None):
             return 130
         return 0 if all(r["failed"] == 0 for r in rows) else 1
 
-    from recbole_llmplugin import PluginError
     from recbole_llmplugin.compare import comparison_table
     from recbole_llmplugin.distributed import run_launched
 

@@ -40,29 +40,30 @@ def check_dataset(config):
             f"put the RecBole atomic files there or set data_path"
         )
     encoding = config["encoding"] or "utf-8"
-    for name in sorted(os.listdir(folder)):
-        if name.startswith(dataset + ".") and os.path.isfile(os.path.join(folder, name)):
-            check_encoding(os.path.join(folder, name), encoding)
-    headers = {}
-    for source, name in _atomic_files(config, expected):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            headers[source] = check_atomic_file(path, config, source)
-    _check_load_col(config, headers)
-
-
-def check_encoding(path, encoding):
-    """RecBole reads atomic files as ``encoding`` (utf-8 unless set): a file in another one fails deep in pandas."""
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise ConfigValueError(
             f"encoding: '{encoding}' is not a text encoding Python knows; e.g. utf-8 or latin-1"
         ) from None
+    texts = {}  # each file read once: decoded here, parsed below
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(dataset + ".") and os.path.isfile(os.path.join(folder, name)):
+            texts[name] = check_encoding(os.path.join(folder, name), encoding)
+    headers = {}
+    for source, name in _atomic_files(config, expected):
+        if name in texts:
+            headers[source] = check_atomic_file(os.path.join(folder, name), config, source, texts[name])
+    _check_load_col(config, headers)
+
+
+def check_encoding(path, encoding):
+    """The text of an atomic file. RecBole reads atomic files as ``encoding`` (utf-8 unless set): a file in another
+    one fails deep in pandas."""
     with open(path, "rb") as handle:
         data = handle.read()
     try:
-        data.decode(encoding)
+        return data.decode(encoding)
     except UnicodeDecodeError as error:
         raise ConfigValueError(
             f"'{os.path.abspath(path)}' is not {encoding} text (byte 0x{data[error.start]:02x} at offset {error.start}); "
@@ -104,13 +105,13 @@ def _loaded(config, source, columns):
     return list(columns)
 
 
-def check_atomic_file(path, config, source):
-    """One atomic file, line by line: returns its columns {name: type}. An error names the file and line."""
+def check_atomic_file(path, config, source, text):
+    """One atomic file (its decoded ``text``), line by line: returns its columns {name: type}. An error names the
+    file and line."""
     where = os.path.abspath(path)
     separator = config["field_separator"] or "\t"
     seq_separator = config["seq_separator"] or " "
-    with open(path, encoding=config["encoding"] or "utf-8", newline="") as handle:
-        lines = handle.read().split("\n")
+    lines = text.split("\n")
     header = lines[0].rstrip("\r").split(separator)
     columns = {}
     for field in header:

@@ -47,11 +47,10 @@ def _alive(owner):
     pid = int(owner.get("pid", -1))
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
         return False
-    except (PermissionError, OverflowError, ValueError) as error:  # exists, owned by someone else (or no pid)
-        if not isinstance(error, PermissionError):
-            return False
+    except PermissionError:  # exists, owned by someone else
+        pass
     recorded, now = owner.get("process_start"), process_start(pid)
     return recorded is None or now is None or recorded == now  # another start time: the pid was reused
 

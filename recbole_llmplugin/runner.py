@@ -66,7 +66,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
         _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
     except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
-        raise unknown_metric(str(error).split("'")[1] if str(error).count("'") >= 2 else error) from None
+        raise unknown_metric(error) from None
     check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)

@@ -86,20 +86,20 @@ def frozen_embeddings(encoder, texts, cache_folder, encoder_name, batch_size=64,
     digest = hashlib.sha1("\x1e".join([encoder_id, *texts]).encode("utf-8")).hexdigest()[:16]
     path = os.path.join(cache_folder, f"text-embeddings-{digest}.safetensors")
     with main_first():  # a data-parallel run: the main process writes the cache, the others read it
-        if os.path.isfile(path) and _unreadable(path):
-            set_aside(path, "text-embedding cache", _unreadable(path))
-        if not os.path.isfile(path):
+        table = _read_cache(path) if os.path.isfile(path) else None
+        if table is None:
             _encode_into(encoder, texts, path, batch_size, show_progress)
-    return load_file(path)["embeddings"]
+            table = load_file(path)["embeddings"]
+    return table
 
 
-def _unreadable(path):
-    """Why a cache file does not load ("" when it does)."""
+def _read_cache(path):
+    """The cached table, or None when it does not load (then it is moved aside, to be made anew)."""
     try:
-        load_file(path)["embeddings"]
+        return load_file(path)["embeddings"]
     except (SafetensorError, OSError, KeyError) as error:
-        return short_reason(error, 100)
-    return ""
+        set_aside(path, "text-embedding cache", short_reason(error, 100))
+        return None
 
 
 def _encode_into(encoder, texts, path, batch_size, show_progress):

@@ -384,8 +384,9 @@ class StagedTrainer(LLMTrainer):
     def _fit_claimed_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
         self._reset_for(stage)
+        kept = os.path.isfile(stage.checkpoint)
         checkpoint = self._read_kept(stage.checkpoint, f"{stage.name} checkpoint")
-        if checkpoint is None and os.path.isfile(resume_path(stage.checkpoint)) and is_main():
+        if kept and checkpoint is None and os.path.isfile(resume_path(stage.checkpoint)) and is_main():
             os.remove(resume_path(stage.checkpoint))  # its best epoch's weights are gone: the stage starts over
         if checkpoint is not None:
             if checkpoint.get("stage_complete"):

@@ -349,10 +349,13 @@ def validate(config, model_name, plugin_model):
     return unused_user_keys(config, model_name, plugin_model)
 
 
-def unknown_metric(name):
-    """One line for a metric RecBole does not have (its Config raises NotImplementedError), with the nearest."""
+def unknown_metric(error):
+    """One line for a metric RecBole does not have, from its Config's NotImplementedError ("There is no metric
+    named 'Foo'"), with the nearest it has."""
     from recbole.evaluator.register import metrics_dict
 
+    quoted = str(error).split("'")
+    name = quoted[1] if len(quoted) >= 3 else str(error)
     nearest = difflib.get_close_matches(str(name).lower(), list(metrics_dict), n=1)
     hint = f" (did you mean '{nearest[0]}'?)" if nearest else ""
     return ConfigValueError(
