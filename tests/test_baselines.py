@@ -8,9 +8,9 @@ import torch
 from conftest import TINY_DATASET
 from recbole.utils import init_seed
 from recbole_llmplugin import run_recbole_llm
-from recbole_llmplugin.quick_start import build_config, prepare_data
-from recbole_llmplugin.registry import get_model_class
-from recbole_llmplugin.trainer import Stage
+from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+from recbole_llmplugin.utils.registry import get_model_class
+from recbole_llmplugin.trainer.trainer import Stage
 
 
 def build(name, config_dict):
@@ -69,6 +69,6 @@ def test_mlpllm_projects_raw_cf_embeddings(workdir, allmrec_config):  # noqa: F8
 
 @pytest.mark.parametrize("name", ["TALLRec", "MLPLLM"])
 def test_baselines_have_property_files(name):
-    from recbole_llmplugin.quick_start import property_files
+    from recbole_llmplugin.quick_start.quick_start import property_files
 
     assert any(f.endswith(f"model/{name}.yaml") for f in property_files(name, TINY_DATASET))

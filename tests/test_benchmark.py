@@ -5,8 +5,8 @@ import csv
 import pytest
 import yaml
 
-from recbole_llmplugin.benchmark import run_benchmark
-from recbole_llmplugin.errors import ConfigValueError
+from recbole_llmplugin.tools.benchmark import run_benchmark
+from recbole_llmplugin.utils.errors import ConfigValueError
 
 
 class FakeRunner:
@@ -128,7 +128,7 @@ def test_benchmark_file_must_name_models(tmp_path):
 
 
 def test_efficiency_ratios():
-    from recbole_llmplugin.benchmark import efficiency_lines
+    from recbole_llmplugin.tools.benchmark import efficiency_lines
 
     rows = [
         {
@@ -196,7 +196,7 @@ def test_a_model_listed_twice_is_refused(tmp_path):
 
 
 def test_an_unknown_model_is_refused_before_any_run(tmp_path):
-    from recbole_llmplugin.errors import UnknownModelError
+    from recbole_llmplugin.utils.errors import UnknownModelError
 
     path = tmp_path / "unknown.yaml"
     out = tmp_path / "out"

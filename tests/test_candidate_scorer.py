@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from recbole_llmplugin.candidate_scorer import CandidateScorer
-from recbole_llmplugin.llm_loading import load_llm
+from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
+from recbole_llmplugin.model.layers.llm_loading import load_llm
 
 
 def _reference_scores(llm, tokenizer, prompts, answers, owner):

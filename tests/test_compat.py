@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from recbole_llmplugin import compat
-from recbole_llmplugin.errors import DatasetNotFoundError
+from recbole_llmplugin.utils import compat
+from recbole_llmplugin.utils.errors import DatasetNotFoundError
 
 
 class _Pickled:
@@ -67,7 +67,7 @@ def test_sequential_models_leave_anomaly_detection_off():
     import torch
 
     import recbole.model.sequential_recommender  # noqa: F401  (its sine.py switches anomaly detection on)
-    from recbole_llmplugin.registry import get_model_class
+    from recbole_llmplugin.utils.registry import get_model_class
 
     get_model_class("SASRec")
     assert not torch.is_anomaly_enabled()

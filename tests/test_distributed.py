@@ -101,9 +101,9 @@ def test_two_processes_train_and_measure_what_one_does_and_only_the_main_one_wri
 
 
 def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(workdir, parallel_props):
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.allmrec import ALLMRec
-    from recbole_llmplugin.trainer import StagedTrainer
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
+    from recbole_llmplugin.trainer.trainer import StagedTrainer
 
     grads = {}
     for micro in (None, 2):
@@ -131,8 +131,8 @@ def test_micro_batches_accumulate_the_gradient_of_the_whole_batch(workdir, paral
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(workdir, parallel_props):
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.tallrec import TALLRec
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.tallrec import TALLRec
 
     grads = {}
     for checkpointing in (False, True):
@@ -160,8 +160,8 @@ def test_device_map_auto_splits_the_llm_over_cpu_and_disk_and_scores_the_same(wo
     two devices, and A-LLMRec's scores are the unsplit LLM's."""
     import transformers
 
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 
     loader = transformers.AutoModelForCausalLM.from_pretrained.__func__
 
@@ -193,8 +193,8 @@ def test_device_map_auto_splits_the_llm_over_cpu_and_disk_and_scores_the_same(wo
 def test_bfloat16_llm_scores_like_float32_and_trains(workdir, parallel_props):
     """llm_dtype bfloat16 on the CPU: the LLM's weights are bf16, the scores follow float32's, and a stage-2 step
     back-propagates finite gradients into F_U / F_I (float32) through the bf16 LLM."""
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 
     scores = {}
     for dtype in ("float32", "bfloat16"):
@@ -223,15 +223,15 @@ def test_bfloat16_llm_scores_like_float32_and_trains(workdir, parallel_props):
     ],
 )
 def test_scale_out_option_errors(workdir, parallel_props, props, message):
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.errors import ConfigValueError
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.utils.errors import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=re.escape(message)):
         quick_start.build_config("ALLMRec", TINY_DATASET, config_dict={**parallel_props, **props})
 
 
 def test_torchrun_environment_becomes_recbole_launch_keys():
-    from recbole_llmplugin.distributed import torchrun_keys
+    from recbole_llmplugin.trainer.distributed import torchrun_keys
 
     env = {
         "TORCHELASTIC_RUN_ID": "x",
@@ -255,8 +255,8 @@ def test_torchrun_environment_becomes_recbole_launch_keys():
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
 def test_device_map_auto_spreads_the_llm_over_two_gpus(workdir, parallel_props):
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 
     props = {**parallel_props, "llm_device_map": "balanced", "gpu_id": "0,1"}
     config, _ = quick_start.build_config(ALLMRec, TINY_DATASET, config_dict=props)
@@ -271,8 +271,8 @@ def test_device_map_auto_spreads_the_llm_over_two_gpus(workdir, parallel_props):
 @pytest.mark.parametrize("quantization", ["8bit", "4bit"])
 def test_quantized_llm_scores_on_cuda(workdir, parallel_props, quantization):
     pytest.importorskip("bitsandbytes")
-    from recbole_llmplugin import quick_start
-    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.quick_start import quick_start
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 
     props = {**parallel_props, "llm_quantization": quantization, "llm_dtype": "bfloat16"}
     config, _ = quick_start.build_config(ALLMRec, TINY_DATASET, config_dict=props)
@@ -284,7 +284,8 @@ def test_quantized_llm_scores_on_cuda(workdir, parallel_props, quantization):
 
 def test_main_process_writes_and_the_others_wait(tmp_path, monkeypatch):
     """``main_first`` / the trainer's write guard: a process that is not the main one writes nothing."""
-    from recbole_llmplugin import distributed, trainer
+    from recbole_llmplugin.trainer import distributed
+    from recbole_llmplugin.trainer import trainer
 
     monkeypatch.setattr(distributed, "is_main", lambda: False)
     monkeypatch.setattr(trainer, "is_main", lambda: False)
@@ -297,7 +298,7 @@ def test_main_process_writes_and_the_others_wait(tmp_path, monkeypatch):
 def test_scale_benchmark_runs_scaled_down_on_the_cpu_in_two_processes(tmp_path, parallel_props):
     """The GPU benchmark (``.ci/gpu-bench`` runs it) on tiny models, 2 gloo processes: it prints its figures."""
     (tmp_path / "props.yaml").write_text(yaml.safe_dump(parallel_props), encoding="utf-8")
-    command = [sys.executable, "-m", "recbole_llmplugin.bench", "scale", f"--dataset={TINY_DATASET}"]
+    command = [sys.executable, "-m", "recbole_llmplugin.tools.bench", "scale", f"--dataset={TINY_DATASET}"]
     command += ["--config_files=props.yaml", "--nproc=2", "--port=29633"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
@@ -324,7 +325,7 @@ def _table_rows(table):
 def test_building_the_packaged_llm_folder_leaves_the_seeded_rng_alone(tmp_path, monkeypatch):
     """The first run on a machine builds the model folder from the GGUF (a random init, then the weights): the
     seeded RNG must come out as it went in, or that run trains from other initial weights than every later run."""
-    from recbole_llmplugin import llm_loading
+    from recbole_llmplugin.model.layers import llm_loading
 
     def build(gguf, target):  # stands in for the real build: a random init, then the folder
         torch.nn.Linear(64, 64)
@@ -345,7 +346,7 @@ def test_building_the_packaged_llm_folder_leaves_the_seeded_rng_alone(tmp_path, 
 def test_recbole_models_are_refused_in_a_data_parallel_run(capsys, launch):
     """RecBole trains its own models on per-process shards (other batches, other metrics than one process): a
     data-parallel run refuses them in one line before any process starts."""
-    from recbole_llmplugin.cli import main
+    from recbole_llmplugin.quick_start.cli import main
 
     code = main(["--model=LLMOnly,SASRec", f"--dataset={TINY_DATASET}", *launch])
     err = capsys.readouterr().err

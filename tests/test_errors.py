@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import BACKBONE_PROPS, REPO, TINY_DATASET, train_backbone
-from recbole_llmplugin.cli import main
+from recbole_llmplugin.quick_start.cli import main
 
 DATA = REPO / "dataset"
 UNI9 = {"split": {"LS": "valid_and_test"}, "group_by": "user", "order": "TO", "mode": "uni9"}
@@ -336,15 +336,15 @@ def test_bad_input_is_one_line(case, workdir, tiny_config, tiny_llm, tiny_encode
 
 def test_hostile_pickle_never_runs(tmp_path):
     """The restricted loader refuses any global that is not a RecBole checkpoint type (here a function)."""
-    from recbole_llmplugin.checkpoints import load_recbole_checkpoint
-    from recbole_llmplugin.errors import ConfigValueError
+    from recbole_llmplugin.trainer.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.utils.errors import ConfigValueError
 
     path = tmp_path / "hostile.pth"
     torch.save({"x": Hostile()}, path, pickle_protocol=4)
     with pytest.raises(ConfigValueError, match="shutil.rmtree"):
         load_recbole_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
-        from recbole_llmplugin.checkpoints import restricted_pickle
+        from recbole_llmplugin.trainer.checkpoints import restricted_pickle
 
         with open(tmp_path / "plain.pkl", "wb") as handle:
             pickle.dump(Hostile(), handle)
@@ -354,8 +354,8 @@ def test_hostile_pickle_never_runs(tmp_path):
 
 def test_an_unwritable_model_cache_is_one_line(monkeypatch):
     """The packaged LLM is converted once into the cache folder: one that cannot be written names the variable."""
-    from recbole_llmplugin.errors import LLMLoadError
-    from recbole_llmplugin.llm_loading import resolve_llm_path
+    from recbole_llmplugin.utils.errors import LLMLoadError
+    from recbole_llmplugin.model.layers.llm_loading import resolve_llm_path
 
     monkeypatch.setenv("RECBOLE_LLM_CACHE", "/proc/no-cache-here")
     with pytest.raises(LLMLoadError, match="cannot write its model folder .* set RECBOLE_LLM_CACHE to a writable"):
@@ -364,8 +364,8 @@ def test_an_unwritable_model_cache_is_one_line(monkeypatch):
 
 def test_a_file_that_is_no_pickle_is_unreadable_not_refused(tmp_path):
     """Garbage is "not a readable torch checkpoint"; only a foreign global is "refused (it could run code)"."""
-    from recbole_llmplugin.checkpoints import load_recbole_checkpoint
-    from recbole_llmplugin.errors import ConfigValueError
+    from recbole_llmplugin.trainer.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.utils.errors import ConfigValueError
 
     path = tmp_path / "text.pth"
     path.write_text("version 2\n")
@@ -419,7 +419,7 @@ def test_the_readme_counts_these_cases():
 def test_unknown_key_outside_the_plugins_namespaces_is_a_warning(workdir, tiny_config, caplog):
     """A key RecBole and the plugin do not define, outside the plugin's prefixes, may be the user's own: the run goes
     on and the log names it."""
-    from recbole_llmplugin.quick_start import build_config
+    from recbole_llmplugin.quick_start.quick_start import build_config
 
     config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, "foo_bar": 1})
     assert config["foo_bar"] == 1
@@ -429,15 +429,19 @@ def test_unknown_key_outside_the_plugins_namespaces_is_a_warning(workdir, tiny_c
 @pytest.mark.parametrize(
     "module, argv, expected",
     [
-        ("amazon", ["--source=/nonexistent", "--output=out"], "--source '/nonexistent' has no amazon-games/Games-6k"),
-        ("amazon", ["--source=SHARED", "--output=/etc/hostname"], "--output '/etc/hostname' is a file"),
-        ("learning_curve", ["--points=abc", "--label=x"], "--points=abc: give training-example counts"),
-        ("learning_curve", ["--dataset=no-such-data", "--label=x"], "dataset 'no-such-data': folder"),
-        ("bench", ["scale", "--models=NoSuchRec"], "unknown model 'NoSuchRec'"),
+        (
+            "data.amazon",
+            ["--source=/nonexistent", "--output=out"],
+            "--source '/nonexistent' has no amazon-games/Games-6k",
+        ),
+        ("data.amazon", ["--source=SHARED", "--output=/etc/hostname"], "--output '/etc/hostname' is a file"),
+        ("tools.learning_curve", ["--points=abc", "--label=x"], "--points=abc: give training-example counts"),
+        ("tools.learning_curve", ["--dataset=no-such-data", "--label=x"], "dataset 'no-such-data': folder"),
+        ("tools.bench", ["scale", "--models=NoSuchRec"], "unknown model 'NoSuchRec'"),
     ],
 )
 def test_the_other_commands_end_bad_input_in_one_line(workdir, module, argv, expected, capsys, monkeypatch):
-    """``python -m recbole_llmplugin.<amazon | learning_curve | bench>``: exit code 2 and one ``error:`` line."""
+    """``python -m recbole_llmplugin.<data.amazon | tools.learning_curve | tools.bench>``: exit code 2 and one ``error:`` line."""
     import importlib
 
     if "--source=SHARED" in argv:  # a complete source folder: the output is what is wrong

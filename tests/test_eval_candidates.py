@@ -2,7 +2,7 @@ import numpy as np
 import torch
 
 from conftest import REPO, TINY_DATASET
-from recbole_llmplugin.quick_start import build_config, prepare_data
+from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 from recbole.utils import init_seed
 
 

@@ -1,7 +1,7 @@
 from conftest import REPO, TINY_DATASET
-from recbole_llmplugin.item_text import ItemTextStore, read_item_file
-from recbole_llmplugin.llm_loading import load_tokenizer
-from recbole_llmplugin.quick_start import build_config
+from recbole_llmplugin.data.item_text import ItemTextStore, read_item_file
+from recbole_llmplugin.model.layers.llm_loading import load_tokenizer
+from recbole_llmplugin.quick_start.quick_start import build_config
 from recbole.data import create_dataset
 
 

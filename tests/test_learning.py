@@ -10,9 +10,9 @@ from recbole.utils import init_seed
 from conftest import build_tiny_llm
 from dataset.make_fixtures import MARKOV_NAME, markov_fixture
 from recbole_llmplugin import run_recbole_llm
-from recbole_llmplugin.learning_curve import metrics_from_ranks, rank_loader
-from recbole_llmplugin.quick_start import build_config, prepare_data
-from recbole_llmplugin.trainer import StagedTrainer
+from recbole_llmplugin.tools.learning_curve import metrics_from_ranks, rank_loader
+from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+from recbole_llmplugin.trainer.trainer import StagedTrainer
 
 TEMPLATE = "{user_token}History: {history}. Candidates: {candidates}. Next: "
 
@@ -215,7 +215,7 @@ def test_cf_tokens_carry_the_signal(workdir, markov, tiny_encoder, llm_only, mod
 
 def test_text_chart_places_points_and_reference_lines():
     """The README's learning-curve chart: log-x columns, y rows from the top, one marker per series."""
-    from recbole_llmplugin.learning_curve import text_chart
+    from recbole_llmplugin.tools.learning_curve import text_chart
 
     chart = text_chart(
         {"low": [(100, 0.1), (1000, 0.3)], "high": [(300, 0.5)]}, {"SASRec": 0.4}, width=21, height=11, top=0.5

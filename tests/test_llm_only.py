@@ -2,8 +2,8 @@ import torch
 
 from conftest import TINY_DATASET
 from recbole_llmplugin import load_data_and_model, run_recbole_llm
-from recbole_llmplugin.models.base import user_blocks
-from recbole_llmplugin.trainer import LLMTrainer
+from recbole_llmplugin.model.abstract_llm_recommender import user_blocks
+from recbole_llmplugin.trainer.trainer import LLMTrainer
 
 
 def test_llm_only_runs_through_the_runner_and_reloads(workdir, tiny_config):
@@ -20,8 +20,8 @@ def test_llm_only_runs_through_the_runner_and_reloads(workdir, tiny_config):
 
 
 def test_scores_do_not_depend_on_block_position(workdir, tiny_config):
-    from recbole_llmplugin.quick_start import build_config, prepare_data
-    from recbole_llmplugin.models.llm_only import LLMOnly
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+    from recbole_llmplugin.model.llm_recommender.llm_only import LLMOnly
 
     config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
     _, train_data, _, test_data = prepare_data(config)
@@ -39,8 +39,8 @@ def test_scores_do_not_depend_on_block_position(workdir, tiny_config):
 def test_int8_evaluation_copy(workdir, tiny_config):
     """llm_eval_quantization: int8 scores with a quantised copy (Linear layers int8), close to float32, and leaves
     the model's own LLM untouched."""
-    from recbole_llmplugin.models.llm_only import LLMOnly
-    from recbole_llmplugin.quick_start import build_config, prepare_data
+    from recbole_llmplugin.model.llm_recommender.llm_only import LLMOnly
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 
     config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
     _, train_data, _, test_data = prepare_data(config)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import REPO
-from recbole_llmplugin import locks
+from recbole_llmplugin.trainer import locks
 
 
 def _write_lock(path, **owner):
@@ -56,7 +56,7 @@ def test_a_live_holder_is_named_and_the_wait_ends_at_lock_timeout(tmp_path, slee
 WAITER = """
 import os, sys, time
 sys.path.insert(0, {repo!r})
-from recbole_llmplugin import locks
+from recbole_llmplugin.trainer import locks
 
 locks.POLL_SECONDS = 0.05
 remove = os.remove

@@ -10,7 +10,7 @@ import torch
 import pytest
 
 from recbole_llmplugin import run_recbole_llm
-from recbole_llmplugin.compare import comparison_table
+from recbole_llmplugin.quick_start.compare import comparison_table
 from conftest import REPO
 
 pytestmark = pytest.mark.real_models
@@ -31,9 +31,9 @@ def test_smollm2_copies_the_label_of_the_weighted_candidate(workdir, allmrec_con
     import torch
 
     from recbole.utils import init_seed
-    from recbole_llmplugin.models.allmrec import ALLMRec
-    from recbole_llmplugin.quick_start import build_config, prepare_data
-    from recbole_llmplugin.trainer import Stage
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+    from recbole_llmplugin.trainer.trainer import Stage
     from conftest import TINY_DATASET
 
     overrides = {
@@ -80,7 +80,7 @@ def test_vocabulary_form_learns_on_ml100k_and_needs_the_cf_match(workdir):
     above chance and LLMOnly by more than 2 SE on the same users and candidates. Zero F_U (every candidate weighs
     the same) or permute F_I's inputs (each item read through another item's embedding): it falls back to chance."""
     from recbole_llmplugin import load_data_and_model
-    from recbole_llmplugin.learning_curve import metrics_from_ranks, rank_loader
+    from recbole_llmplugin.tools.learning_curve import metrics_from_ranks, rank_loader
 
     props = {"eval_user_sample": 100, "epochs": 2, "show_progress": False, "state": "WARNING"}
     llm_only = run_recbole_llm("LLMOnly", "ml-100k", [QUICK_PROFILE], props)

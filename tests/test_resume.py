@@ -22,7 +22,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 config = json.load(open(sys.argv[1]))
 kill = os.environ.get("KILL_AT")  # "<stage>:<n>": a signal (KILL_SIGNAL, SIGKILL) at the n-th batch of that stage
 if kill:
-    from recbole_llmplugin.models.allmrec import ALLMRec
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
     stage, n = kill.split(":")
     original = getattr(ALLMRec, stage + "_loss")
     calls = [0]
@@ -35,7 +35,7 @@ if kill:
 if os.environ.get("VIA_CLI"):  # the command line's main, as run_recbole_llm.py calls it
     import yaml
     yaml.safe_dump(config, open("config.yaml", "w"))
-    from recbole_llmplugin.cli import main
+    from recbole_llmplugin.quick_start.cli import main
     args = ["--model=ALLMRec", "--dataset=%s", "--config_files=config.yaml"]
     sys.argv = ["run_recbole_llm.py"] + args
     sys.exit(main(args))

@@ -5,11 +5,11 @@ import pytest
 
 from conftest import REPO
 from recbole_llmplugin import get_model_class, register_model
-from recbole_llmplugin.errors import DatasetNotFoundError, LLMLoadError, UnknownModelError
-from recbole_llmplugin.llm_loading import load_llm
-from recbole_llmplugin.models.base import LLMRecommender
-from recbole_llmplugin.quick_start import build_config
-from recbole_llmplugin.registry import is_plugin_model
+from recbole_llmplugin.utils.errors import DatasetNotFoundError, LLMLoadError, UnknownModelError
+from recbole_llmplugin.model.layers.llm_loading import load_llm
+from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
+from recbole_llmplugin.quick_start.quick_start import build_config
+from recbole_llmplugin.utils.registry import is_plugin_model
 
 
 def test_plugin_and_recbole_models_resolve():
@@ -36,7 +36,7 @@ def test_register_model_is_one_line():
 def test_register_model_takes_a_recbole_model_class_of_a_new_name():
     from recbole.model.sequential_recommender import SASRec
 
-    from recbole_llmplugin.errors import ConfigValueError
+    from recbole_llmplugin.utils.errors import ConfigValueError
 
     with pytest.raises(ConfigValueError, match="give a RecBole model class"):
         register_model(object)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from recbole.evaluator.collector import DataStruct
 
-from recbole_llmplugin.standard_errors import StandardErrorEvaluator, standard_error
+from recbole_llmplugin.evaluator.standard_errors import StandardErrorEvaluator, standard_error
 
 
 def _struct(ranks, max_k=5):

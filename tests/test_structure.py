@@ -1,6 +1,7 @@
-"""Package structure: no import circle between models and the runner; explicit registration, also of a model
-written outside the package with the README's steps only."""
+"""Package structure: no import circle, models that never import the entry points; explicit registration, also of a
+model written outside the package with the README's steps only."""
 
+import ast
 import subprocess
 import sys
 import textwrap
@@ -9,41 +10,104 @@ import pytest
 
 from conftest import REPO, TINY_DATASET
 
-RUNNER_SIDE = {"quick_start", "runner", "backbones", "benchmark", "learning_curve", "bench", "compare", "cli"}
+PACKAGE = REPO / "recbole_llmplugin"
 
 
-def _imported_by(module):
-    """The plugin's modules that importing ``module`` alone (fresh interpreter) pulls in."""
-    code = (
-        f"import sys, {module}; print(' '.join(sorted(m.split('.', 1)[1] for m in sys.modules "
-        "if m.startswith('recbole_llmplugin.'))))"
-    )
+def _modules():
+    """{dotted name: file} of every module of the package."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _import_graph():
+    """{module: plugin modules it imports}, counting imports inside functions and ``importlib.import_module("...")``
+    with a literal name; a parent package's ``__init__`` run by Python on the way is not an edge."""
+    modules = _modules()
+    graph = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                ]
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "import_module" and node.args:
+                targets = [node.args[0].value] if isinstance(node.args[0], ast.Constant) else []
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def _cycles(graph):
+    cycles, state, path = [], {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_circle():
+    graph = _import_graph()
+    assert graph["recbole_llmplugin.model.layers.cf_backbone"]  # the graph sees the package's imports
+    assert _cycles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def _reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_models_and_layers_never_reach_the_entry_points():
+    graph = _import_graph()
+    entry_points = {m for m in graph if m.startswith(("recbole_llmplugin.quick_start", "recbole_llmplugin.tools"))}
+    for module in graph:
+        if module.startswith(("recbole_llmplugin.model", "recbole_llmplugin.trainer", "recbole_llmplugin.data")):
+            assert not _reachable(graph, module) & entry_points, module
+
+
+def test_one_run_imports_no_entry_point_above_it():
+    """``quick_start.runner`` (one RecBole run) reaches neither the backbone step, the comparison nor the tools."""
+    reached = _reachable(_import_graph(), "recbole_llmplugin.quick_start.runner")
+    assert not {m for m in reached if m.startswith(("recbole_llmplugin.quick_start", "recbole_llmplugin.tools"))}
+
+
+def test_importing_the_package_registers_its_models():
+    code = "import recbole_llmplugin.utils.registry as r; print(' '.join(r.plugin_model_names()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return set(out.stdout.split())
-
-
-def test_models_never_import_the_runner():
-    pulled = _imported_by("recbole_llmplugin.models.allmrec")
-    assert "models.allmrec" in pulled and not pulled & RUNNER_SIDE, pulled & RUNNER_SIDE
-
-
-@pytest.mark.parametrize(
-    "module, allowed",
-    [
-        ("runner", {"runner"}),  # one RecBole run: no backbone step, no entry points
-        ("backbones", {"runner", "backbones"}),
-    ],
-)
-def test_runner_layers_import_downwards_only(module, allowed):
-    pulled = _imported_by(f"recbole_llmplugin.{module}")
-    assert pulled & RUNNER_SIDE == allowed
-    assert not any(m.startswith("models") for m in pulled)  # the models load only when a model is looked up
+    assert out.stdout.split() == ["ALLMRec", "LLMOnly", "MLPLLM", "TALLRec"]
 
 
 def test_model_written_outside_the_package(workdir, tiny_config):
     """The README's steps: a model file, a property file, one register_model line; then run it by name."""
     (workdir / "echo_rec.py").write_text(textwrap.dedent('''
-        from recbole_llmplugin.models.llm_only import LLMOnly
+        from recbole_llmplugin.model.llm_recommender.llm_only import LLMOnly
 
         class EchoRec(LLMOnly):
             """LLMOnly under another name, with its own defaults."""
@@ -61,7 +125,7 @@ def test_model_written_outside_the_package(workdir, tiny_config):
     finally:
         sys.path.remove(str(workdir))
     assert result["model"] == "EchoRec" and "hit@1" in result["test_result"]
-    from recbole_llmplugin.quick_start import build_config
+    from recbole_llmplugin.quick_start.quick_start import build_config
 
     config, model_class = build_config("EchoRec", TINY_DATASET, config_dict=settings)
     assert model_class is EchoRec and config["prompt_history_len"] == 3  # its own YAML was read
@@ -69,8 +133,8 @@ def test_model_written_outside_the_package(workdir, tiny_config):
 
 def test_register_model_names_a_missing_property_file(tmp_path):
     from recbole_llmplugin import register_model
-    from recbole_llmplugin.errors import ConfigValueError
-    from recbole_llmplugin.models.llm_only import LLMOnly
+    from recbole_llmplugin.utils.errors import ConfigValueError
+    from recbole_llmplugin.model.llm_recommender.llm_only import LLMOnly
 
     with pytest.raises(ConfigValueError, match="nothing.yaml' does not exist"):
         register_model(type("Other", (LLMOnly,), {}), properties=str(tmp_path / "nothing.yaml"))
@@ -78,9 +142,9 @@ def test_register_model_names_a_missing_property_file(tmp_path):
 
 def test_multi_stage_interface(workdir, tiny_config, tiny_encoder):
     """StagedTrainer trains each stage with the model's ``<stage>_loss``; plain LLM models read no stage keys."""
-    from recbole_llmplugin.quick_start import build_config, prepare_data
-    from recbole_llmplugin.errors import ConfigValueError
-    from recbole_llmplugin.trainer import Stage, StagedTrainer
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+    from recbole_llmplugin.utils.errors import ConfigValueError
+    from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer
 
     with pytest.raises(ConfigValueError, match="stage2_objective: 'bogus' is not one of"):  # checked, used or not
         build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "bogus"})

@@ -1,0 +1,1 @@
+"""Data: dataset file checks, item text, prompts and the Amazon converter."""

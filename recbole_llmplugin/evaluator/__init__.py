@@ -1,0 +1,1 @@
+"""Evaluation: standard errors beside RecBole's metrics."""

@@ -1,0 +1,1 @@
+"""Models: the abstract LLM recommender, the LLM recommenders and their layers."""

@@ -1,0 +1,97 @@
+"""The CF backbone step of a run: train, reuse and re-evaluate the RecBole model whose embeddings a plugin
+model reads (``cf_checkpoint: auto``), before that model's own run.
+
+Models declare the need with ``needs_cf_backbone = True`` and name it with ``cf_model``; they never import
+this module or the runner. A finished backbone is kept under ``<checkpoint_dir>/cf_backbones/`` with the
+summary of its run, keyed by ``backbone_identity`` (its whole resolved config minus plugin and run-local keys),
+and re-evaluated on each run's users and candidates when reused.
+"""
+
+import json
+import os
+import shutil
+from logging import getLogger
+from pathlib import Path
+
+from recbole_llmplugin.trainer.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
+from recbole_llmplugin.utils.errors import UnreadableFileError
+from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
+from recbole_llmplugin.config.identity import config_identity, dataset_identity
+from recbole_llmplugin.trainer.locks import claim
+from recbole_llmplugin.config.paths import properties_dir
+from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, train_and_evaluate
+from recbole_llmplugin.config.validation import yaml_keys, recbole_keys
+
+
+def prepare_backbone(config, config_file_list, config_dict):
+    """Train (or reuse) the CF backbone when ``cf_checkpoint: auto`` and point ``config["cf_checkpoint"]`` at
+    it; returns ``[its run result]`` (``[]`` for a given checkpoint)."""
+    if config["cf_checkpoint"] != "auto":
+        return []
+    cf_model = config["cf_model"]
+    # one process trains it: a data-parallel run's main process, while the others wait (no launch keys)
+    skipped = ("model", "cf_checkpoint", *LAUNCH_KEYS)
+    overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
+    backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
+    key = digest(cf_model, backbone_identity(backbone_config))
+    folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
+    path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
+    with main_first():
+        if is_main():
+            with main_alone(), claim(
+                path, f"{cf_model} backbone", config["lock_timeout"]
+            ):  # a concurrent identical run waits
+                args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
+                result = _train_or_reuse(*args)
+    config["cf_checkpoint"] = path
+    if not is_main():  # the main process reports it
+        return []
+    result["model"] = result["label"] = f"{cf_model} (backbone)"
+    result["variant"] = "backbone"
+    return [result]
+
+
+def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path):
+    summary = path[:-4] + ".json"
+    if os.path.isfile(path) and os.path.isfile(summary):
+        getLogger().info(
+            f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates"
+        )
+        try:
+            return _reused(cf_model, config, config_file_list, overrides, path, summary)
+        except UnreadableFileError as error:  # truncated, a disk that filled up: moved aside and trained anew
+            set_aside(path, "CF backbone", error.reason)
+            os.remove(summary)
+    getLogger().info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
+    result = train_and_evaluate(backbone_config, backbone_class, saved=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
+    result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
+    result = json.loads(json.dumps(result, default=float))
+    result["saved_model_file"] = path
+    atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
+    return result
+
+
+def _reused(cf_model, config, config_file_list, overrides, path, summary):
+    """A kept backbone's run: its training costs, and its metrics measured again on this run's users."""
+    with open(summary, encoding="utf-8") as handle:
+        result = json.load(handle)
+    fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
+    result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
+    result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
+    return result
+
+
+# plugin keys a RecBole run reads too: they choose the users and candidates that validate (early-stop) and test it
+EVALUATION_KEYS = frozenset({"eval_candidates", "eval_candidates_seed", "eval_candidates_file", "eval_user_sample"})
+
+
+def backbone_identity(backbone_config):
+    """The backbone run's identity (``identity.config_identity``: its whole resolved config minus run-local
+    keys) without the keys only plugin models read (stages, prompts, LLM...: keys of the plugin's property files
+    that no RecBole property file defines, ``EVALUATION_KEYS`` excepted), plus the content of its dataset files.
+    A RecBole key that a plugin file sets too (``epochs``, ``eval_batch_size``...) stays in it."""
+    files = [properties_dir() / "overall.yaml", *sorted((properties_dir() / "model").glob("*.yaml"))]
+    plugin_only = yaml_keys(files) - recbole_keys() - EVALUATION_KEYS
+    return [config_identity(backbone_config, exclude=plugin_only), dataset_identity(backbone_config)]

@@ -1,0 +1,124 @@
+"""Command line: RecBole's run_recbole.py flags, for plugin and RecBole models alike."""
+
+import argparse
+import sys
+
+INTERRUPTED = (
+    "interrupted: every finished epoch of a plugin stage is saved (nothing half-written); run the same command "
+    "again to resume from there"
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="run_recbole_llm.py",
+        description="Train and evaluate a plugin or RecBole model; any other --key=value is a RecBole property.",
+    )
+    parser.add_argument(
+        "--model",
+        "-m",
+        type=str,
+        default="LLMOnly",
+        help="plugin or RecBole model name; a comma-separated list compares models",
+    )
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML property files")
+    parser.add_argument("--benchmark", type=str, default=None, help="benchmark YAML: models x datasets x seeds")
+    # RecBole's run_recbole.py launch flags (data-parallel: one process per GPU, or per CPU share with gloo)
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (data-parallel)")
+    parser.add_argument("--ip", type=str, default="localhost", help="address of the main process (several machines)")
+    parser.add_argument("--port", type=str, default="5678", help="port of the main process")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
+    args, _ = parser.parse_known_args(argv)
+    from recbole_llmplugin.utils.errors import PluginError
+    from recbole_llmplugin.config.validation import check_command_line
+
+    try:  # RecBole's Config reads the --key=value arguments itself
+        check_command_line(sys.argv[1:] if argv is None else argv)
+        launch = launch_keys(args)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.benchmark and launch:
+        print("error: --benchmark runs one process; drop --nproc / --world_size (or torchrun)", file=sys.stderr)
+        return 2
+    if args.benchmark:
+        from recbole_llmplugin.tools.benchmark import run_benchmark
+
+        try:
+            rows = run_benchmark(args.benchmark)
+        except PluginError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
+        return 0 if all(r["failed"] == 0 for r in rows) else 1
+
+    from recbole_llmplugin.quick_start.compare import comparison_table
+    from recbole_llmplugin.trainer.distributed import run_launched
+
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    models = [name for name in args.model.split(",") if name]
+    if not models:
+        print("error: --model is empty; name a plugin or RecBole model (e.g. --model=ALLMRec)", file=sys.stderr)
+        return 2
+    if launch:
+        from recbole_llmplugin.utils.registry import is_plugin_model
+
+        recbole_models = [name for name in models if not is_plugin_model(name)]
+        if recbole_models:  # RecBole shards their training data: other batches, other metrics than one process
+            print(
+                f"error: --nproc / torchrun runs plugin models only; {recbole_models[0]} would train on per-process "
+                f"shards (RecBole's DDP) and measure otherwise than in one process: run it without --nproc",
+                file=sys.stderr,
+            )
+            return 2
+    # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
+    run = (models, args.dataset, config_files, len(models) > 1 and not launch)
+    try:
+        results = run_launched(_run_models, run, args.nproc, launch)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    if results is None:  # not the main process of a data-parallel run: it prints nothing
+        return 0
+    users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
+    print(
+        f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
+        f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model; "
+        f"± = standard error over the n users; a row named 'Model (...)' is that model in the form named):\n"
+    )
+    print(comparison_table(results))
+    return 0 if all("error" not in r for r in results) else 1
+
+
+def launch_keys(args):
+    """RecBole's launch keys of a data-parallel run: from torchrun's environment (with local_rank), from
+    ``--nproc`` / ``--world_size`` (without: the processes are spawned here), or {} for one process."""
+    from recbole_llmplugin.trainer.distributed import torchrun_keys
+
+    keys = torchrun_keys()
+    if keys:
+        return keys
+    if args.nproc < 1:
+        from recbole_llmplugin.utils.errors import ConfigValueError
+
+        raise ConfigValueError(f"--nproc={args.nproc}; give 1 or more processes")
+    if args.nproc <= 1 and args.world_size <= 0:
+        return {}
+    world = args.world_size if args.world_size > 0 else args.nproc
+    return {"world_size": world, "nproc": args.nproc, "offset": args.group_offset, "ip": args.ip, "port": args.port}
+
+
+def _run_models(models, dataset, config_files, isolate_failures, launch=None):
+    """The comparison's rows (every process runs it; only the main process's rows are returned)."""
+    from recbole_llmplugin.quick_start.compare import run_models
+    from recbole_llmplugin.trainer.distributed import is_main
+
+    results = run_models(models, dataset, config_files, config_dict=launch, isolate_failures=isolate_failures)
+    return results if is_main() else None

@@ -1,0 +1,78 @@
+"""Entry points: ``run_recbole_llm`` (one model, with the steps it needs before its run) and
+``load_data_and_model``, like RecBole's ``quick_start``.
+
+A model that declares ``needs_cf_backbone`` (A-LLMRec, MLP-LLM) with ``cf_checkpoint: auto`` gets its CF backbone
+trained or reused first (``backbones``); the run itself is ``runner.train_and_evaluate``.
+"""
+
+import os
+import tempfile
+import time
+
+import yaml
+
+from recbole.utils import init_logger, init_seed
+
+from recbole_llmplugin.quick_start.backbones import prepare_backbone
+from recbole_llmplugin.data.data_check import check_dataset
+from recbole_llmplugin.utils.registry import get_model_class
+from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
+    build_config,
+    evaluate_saved,
+    get_trainer_class,
+    prepare_data,
+    property_files,
+    restore,
+    train_and_evaluate,
+)
+from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+
+
+def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, saved=True):
+    """Train and evaluate one model (plugin or RecBole) like ``recbole.quick_start.run_recbole``; a model
+    that needs a CF backbone gets it first. The result (see ``runner.train_and_evaluate``) lists the
+    backbone's own run under ``companions``."""
+    start = time.time()
+    config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    companions = prepare_backbone(config, config_file_list, config_dict) if needs_backbone(model_class) else []
+    result = train_and_evaluate(config, model_class, saved=saved, start=start)
+    result["companions"] = companions
+    return result
+
+
+def _rebuild_config(checkpoint):
+    """The config of the run that wrote a plugin checkpoint, from the properties it recorded. They go through a
+    YAML file, as they came: RecBole would ``eval`` string values given as a config_dict."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "properties.yaml")
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(checkpoint["config_overrides"], handle, allow_unicode=True)
+        config, _ = build_config(checkpoint["model"], checkpoint["dataset"], [path])
+    return config
+
+
+def needs_backbone(model_class):
+    return bool(getattr(model_class, "needs_cf_backbone", False))
+
+
+def load_data_and_model(model_file, trust_checkpoint=False):
+    """Reload a saved run (plugin or RecBole model) for evaluation or inference.
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function;
+    the loaders carry the same evaluation candidates as the run that saved the checkpoint. A RecBole checkpoint
+    is unpickled with the type allow-list of ``checkpoints`` unless ``trust_checkpoint``.
+    """
+    checkpoint = load_checkpoint(model_file, trust=trust_checkpoint)
+    if checkpoint.get("weights") is not None:  # the plugin's checkpoint: its run's properties, rebuilt
+        config = _rebuild_config(checkpoint)
+    else:
+        config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    check_dataset(config)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    init_seed(config["seed"], config["reproducibility"])
+    model_class = get_model_class(config["model"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    restore(model, checkpoint)
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,374 @@
+"""One RecBole run: RecBole's ``run_recbole`` flow, with plugin models, dataset checks and fixed candidates.
+
+Uses RecBole's own Config, create_dataset, data_preparation, trainers, evaluator and logger; only
+model lookup (plugin registry), property files, the dataset check and the evaluation candidates are
+the plugin's. Steps that come before a model's own run (training its CF backbone) live in ``backbones``;
+``quick_start`` composes the two.
+"""
+
+import contextlib
+import os
+import tempfile
+import time
+from logging import getLogger
+from pathlib import Path
+
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import (
+    InputType,
+    ModelType,
+    get_environment,
+    get_trainer,
+    init_logger,
+    init_seed,
+    set_color,
+)
+
+from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
+from recbole_llmplugin.data.data_check import check_dataset, require_item_file
+from recbole_llmplugin.trainer.distributed import is_main, single_process_view
+from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.sampler.eval_candidates import (
+    CandidateSource,
+    apply_eval_candidates,
+    apply_eval_user_sample,
+)
+from recbole_llmplugin.model.layers.llm_loading import GGUF_ALIASES, check_llm, hub_offline
+from recbole_llmplugin.config.paths import properties_dir
+from recbole_llmplugin.utils.registry import get_model_class, is_plugin_model, model_property_file
+from recbole_llmplugin.utils.resources import peak_gpu_mb, peak_rss_mb
+from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
+from recbole_llmplugin.model.layers.text_encoder import TEXT_ENCODER_ALIASES, load_text_encoder
+from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.trainer.trainer import unique_checkpoint_name
+from recbole_llmplugin.config.validation import check_user_files, read_yaml_file, unknown_metric, validate
+
+
+def property_files(model_name, dataset_name):
+    """Plugin property files for a run, lowest priority first: overall, dataset, model (its registered file,
+    or the package's ``properties/model/<Name>.yaml``)."""
+    root = properties_dir()
+    files = [root / "overall.yaml", root / "dataset" / f"{dataset_name}.yaml"]
+    if is_plugin_model(model_name):
+        files.append(model_property_file(model_name) or root / "model" / f"{model_name}.yaml")
+    return [str(path) for path in files if Path(path).is_file()]
+
+
+def build_config(model, dataset, config_file_list=None, config_dict=None):
+    """RecBole Config for a plugin or RecBole model; user files and dicts override plugin defaults."""
+    model_class = get_model_class(model) if isinstance(model, str) else model
+    check_user_files(config_file_list)  # missing / unparsable files: one line naming the file, before RecBole
+    files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
+    try:
+        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+    except (ValueError, TypeError) as error:  # RecBole's own property checks, e.g. CE loss with train negatives
+        _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
+        raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
+    except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
+        raise unknown_metric(error) from None
+    check_dataset(config)
+    if needs_own_negatives(config, model_class):
+        config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
+        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+        getLogger().warning(
+            f"{model_class.__name__} is a pairwise model: training negatives turned back on "
+            f"(train_neg_sample_args: {PAIRWISE_NEGATIVES}); the shared properties turn them off for sequential models"
+        )
+    config._user_file_keys = {key for path in config_file_list or [] for key in read_yaml_file(path)}
+    ignored = validate(config, model_class.__name__, is_plugin_model(model_class.__name__))
+    if ignored:
+        getLogger().warning(f"{model_class.__name__} does not use {', '.join(ignored)} (set by you): ignored")
+    check_model_properties(config, model_class)
+    if is_plugin_model(model_class.__name__):
+        require_item_file(config)  # item text, before any backbone is trained
+        hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
+        check_model_folders(config, model_class)
+    return config, model_class
+
+
+def check_model_folders(config, model_class):
+    """The LLM's config and tokenizer load, and the text encoder (models with a stage 1) loads, before any
+    training: a CF backbone trained first would otherwise be wasted on a misspelt or empty folder."""
+    check_llm(config["llm_path"])
+    if getattr(model_class, "stage1_modules", ()):
+        load_text_encoder(config["text_encoder"])
+
+
+def _check_dataset_alone(dataset, files, config_dict):
+    """``check_dataset`` under the same properties for a model RecBole checks nothing of (``Pop``): the data path
+    of a run whose model's properties RecBole refused."""
+    try:
+        config = Config(model="Pop", dataset=dataset, config_file_list=files, config_dict=config_dict)
+    except (ValueError, TypeError, NotImplementedError):  # the same refusal: reported by the caller
+        return
+    check_dataset(config)
+
+
+# RecBole's default training negatives (properties/overall.yaml of recbole), resolved form
+PAIRWISE_NEGATIVES = {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}
+
+
+def needs_own_negatives(config, model_class):
+    """A RecBole pairwise model (BPR, ...) run with properties that turn training negatives off (profiles set
+    ``train_neg_sample_args: ~`` for sequential models trained with CE): it cannot train without them."""
+    pairwise = getattr(model_class, "input_type", None) == InputType.PAIRWISE and not is_plugin_model(
+        model_class.__name__
+    )
+    args = config["train_neg_sample_args"]
+    return pairwise and (not args or args.get("distribution") == "none")
+
+
+def check_model_properties(config, model_class):
+    """Checks that depend on the model: a RecBole model (or an auto-trained CF backbone) must train."""
+    trains_recbole = not is_plugin_model(model_class.__name__)
+    auto_backbone = getattr(model_class, "needs_cf_backbone", False) and config["cf_checkpoint"] == "auto"
+    if (trains_recbole or auto_backbone) and config["epochs"] < 1:
+        what = model_class.__name__ if trains_recbole else f"the auto-trained {config['cf_model']} backbone"
+        raise ConfigValueError(f"epochs: {config['epochs']} would leave {what} untrained; set epochs >= 1")
+    order = config["eval_args"].get("order")
+    if getattr(model_class, "type", None) == ModelType.SEQUENTIAL and order != "TO":
+        raise ConfigValueError(
+            f"eval_args order: {order}; {model_class.__name__} is a sequential model, which RecBole splits in time "
+            f"order: set order TO (e.g. eval_args: {{split: {{LS: valid_and_test}}, group_by: user, order: TO, "
+            f"mode: uni19}})"
+        )
+    modes = config["eval_args"]["mode"]
+    modes = list(modes.values()) if isinstance(modes, dict) else [modes]
+    if "full" in modes and not getattr(model_class, "full_sort", True):
+        raise ConfigValueError(
+            f"{model_class.__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
+        )
+    if getattr(model_class, "needs_cf_backbone", False):
+        cf_class = get_model_class(config["cf_model"])
+        if getattr(cf_class, "type", None) != ModelType.SEQUENTIAL:
+            kind = getattr(getattr(cf_class, "type", None), "name", "non-sequential").lower()
+            raise ConfigValueError(
+                f"cf_model: '{config['cf_model']}' is a {kind} model; {model_class.__name__} reads a sequential "
+                f"model's user representation: use SASRec, GRU4Rec, NextItNet, BERT4Rec or Caser"
+            )
+    check_writable_folder("checkpoint_dir", config["checkpoint_dir"])
+    candidates = config["eval_candidates_file"]
+    if candidates and os.path.isdir(candidates):
+        raise ConfigValueError(f"eval_candidates_file: '{candidates}' is a folder; give a file name (.npz) in one")
+    if candidates and not os.path.isfile(candidates):  # drawn and written there
+        check_writable_folder("eval_candidates_file", os.path.dirname(os.path.abspath(candidates)))
+    checkpoint = config["cf_checkpoint"] if getattr(model_class, "needs_cf_backbone", False) else None
+    if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
+        load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])
+
+
+def check_writable_folder(key, folder):
+    """``folder`` exists or can be made, and a file can be written in it: one line naming ``key`` otherwise."""
+    if not folder:
+        raise ConfigValueError(f"{key} is empty; give a folder")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigValueError(f"{key}: '{folder}' is a file, not a folder; give a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConfigValueError(
+            f"{key}: '{folder}' cannot be written ({error.strerror}); give a writable folder"
+        ) from None
+
+
+def get_trainer_class(config, model_class):
+    """A plugin model's own trainer (``trainer_class``), else RecBole's choice for the model."""
+    trainer_class = getattr(model_class, "trainer_class", None)
+    if trainer_class is not None:
+        return trainer_class
+    return get_trainer(config["MODEL_TYPE"], config["model"])
+
+
+def prepare_data(config):
+    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied. In a
+    data-parallel run a plugin model's processes each get the whole loaders (its trainer splits the batches
+    itself); a RecBole model's get RecBole's per-process shards."""
+    logger = getLogger()
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if not str(error).startswith("Some feat is empty"):
+            raise
+        raise ConfigValueError(
+            f"dataset '{config['dataset']}': its filters (user_inter_num_interval, item_inter_num_interval, "
+            f"val_interval, ...) leave no interactions; loosen them"
+        ) from None
+    logger.info(dataset)
+    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
+    apply_eval_user_sample(config, dataset)
+    with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+    apply_eval_candidates(config, dataset, valid_data, test_data, source)
+    return dataset, train_data, valid_data, test_data
+
+
+def train_and_evaluate(config, model_class, saved=True, start=None):
+    """Train and evaluate one model (plugin or RecBole) on a built config, like ``recbole.quick_start.run_recbole``.
+
+    Returns a dict with RecBole's keys (best_valid_score, valid_score_bigger, best_valid_result,
+    test_result) plus ``model``, ``dataset``, ``saved_model_file`` and ``costs`` (wall times, peak RSS).
+    """
+    start = time.time() if start is None else start
+    init_seed(config["seed"], config["reproducibility"])
+    if is_main():  # the other processes of a data-parallel run write no log file (their errors reach stderr)
+        init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset_obj, train_data, valid_data, test_data = prepare_data(config)
+
+    # RecBole seeds each process apart (DDP then broadcasts the main one's weights); a plugin model's frozen parts
+    # are never broadcast (only what a stage trains), so every process builds the same model
+    plugin = is_plugin_model(model_class.__name__)
+    init_seed(config["seed"] + (0 if plugin else config["local_rank"]), config["reproducibility"])
+    model_obj = model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = get_trainer_class(config, model_class)(config, model_obj)
+    evaluator = use_standard_errors(trainer, config)
+    if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
+        trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
+
+    fit_start = time.time()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time.time() - fit_start
+    eval_start = time.time()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    eval_seconds = time.time() - eval_start
+    n_eval_users = _num_eval_users(test_data)
+    test_se = _whole_standard_errors(evaluator, config, plugin)
+
+    environment_tb = get_environment(config)
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    costs = {
+        "total_seconds": time.time() - start,
+        "fit_seconds": fit_seconds,
+        "test_eval_seconds": eval_seconds,
+        "test_users": n_eval_users,
+        "eval_seconds_per_user": eval_seconds / max(n_eval_users, 1),
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": peak_gpu_mb(config["device"]),
+        "trainable_parameters": _trained_parameter_count(model_obj),
+    }
+    costs.update(getattr(trainer, "stage_seconds", {}))
+    if hasattr(model_obj, "token_stats"):  # LLM models: mean prompt tokens per training example / evaluated user
+        costs.update({k: v for k, v in model_obj.token_stats().items() if v is not None})
+    logger.info(set_color("costs", "yellow") + f": {costs}")
+    variant = variant_of(model_class, config)
+    result = {
+        "model": config["model"],
+        "variant": variant,
+        "label": row_label(config["model"], variant),
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "test_se": test_se,
+        "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
+        "costs": costs,
+    }
+    result["other_rankings"] = [
+        _ranked_again(model_obj, trainer, evaluator, test_data, mode, result, plugin)
+        for mode in getattr(model_obj, "other_rankings", lambda: [])()
+    ]
+    return result
+
+
+def _ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin):
+    """The row of the same trained model and test users ranked by ``eval_mode`` (e.g. A-LLMRec's CF match alone):
+    its metrics, standard errors and evaluation time; the training costs are the model's own row's."""
+    config = trainer.config
+    own = model.eval_mode
+    model.eval_mode = eval_mode
+    try:
+        start = time.time()
+        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+        seconds = time.time() - start
+    finally:
+        model.eval_mode = own
+    variant = variant_of(type(model), config, eval_mode)
+    getLogger().info(set_color(f"test result ({variant})", "yellow") + f": {test_result}")
+    users = _num_eval_users(test_data)
+    costs = dict(result["costs"], test_eval_seconds=seconds, eval_seconds_per_user=seconds / max(users, 1))
+    return {
+        **{k: v for k, v in result.items() if k not in ("other_rankings", "saved_model_file")},
+        "variant": variant,
+        "label": row_label(config["model"], variant),
+        "eval_mode": eval_mode,
+        "test_result": test_result,
+        "test_se": _whole_standard_errors(evaluator, config, plugin),
+        "costs": costs,
+    }
+
+
+def variant_of(model_class, config, eval_mode=None):
+    """The form of a run's row in words ("" for the paper's form, and for RecBole's models): see
+    ``LLMRecommender.variant``."""
+    return model_class.variant(config, eval_mode) if hasattr(model_class, "variant") else ""
+
+
+def row_label(name, variant):
+    """A result row's label: the model (or benchmark entry) name, with its form when it is not the paper's."""
+    return f"{name} ({variant})" if variant else name
+
+
+def _whole_standard_errors(evaluator, config, plugin):
+    """The standard errors of the last evaluation, over all its users. A RecBole model's data-parallel evaluation
+    measures each process's share of the users (RecBole then averages the metrics): no SE is claimed for it."""
+    if not plugin and not config["single_spec"]:
+        return {}
+    return dict(evaluator.standard_errors)
+
+
+def _trained_parameter_count(model):
+    if hasattr(model, "trainable_state_dict"):
+        return sum(t.numel() for t in model.trainable_state_dict().values())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, config_dict=None):
+    """Test result of a saved RecBole checkpoint under the CURRENT properties (users, candidates...),
+    not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
+    config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, _, test_data = prepare_data(config)
+    model_obj = model_class(config, train_data._dataset).to(config["device"])
+    restore(
+        model_obj, load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
+    )
+    trainer = get_trainer_class(config, model_class)(config, model_obj)
+    evaluator = use_standard_errors(trainer, config)
+    start = time.time()
+    result = trainer.evaluate(test_data, load_best_model=False)
+    seconds = time.time() - start
+    users = _num_eval_users(test_data)
+    return {
+        "test_result": dict(result),
+        "test_se": _whole_standard_errors(evaluator, config, is_plugin_model(model_class.__name__)),
+        "test_users": users,
+        "eval_seconds_per_user": seconds / max(users, 1),
+    }
+
+
+def _num_eval_users(loader):
+    uid_list = getattr(loader, "uid_list", None)
+    if uid_list is not None:
+        return len(uid_list)
+    return len(loader._dataset)
+
+
+def restore(model, checkpoint):
+    """Load a plugin checkpoint (trained weights only) or a RecBole one (whole state dict) into ``model``."""
+    if checkpoint.get("weights") is not None:
+        model.load_trainable_state_dict(checkpoint["weights"])
+    else:
+        model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))

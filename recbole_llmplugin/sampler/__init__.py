@@ -1,0 +1,1 @@
+"""Samplers: the fixed evaluation candidates every model ranks."""

@@ -1,0 +1,1 @@
+"""Trainers: the staged trainer, checkpoints, locks and multi-process training."""
