@@ -9,7 +9,8 @@ from recbole.utils import init_seed
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
 from recbole_llmplugin.utils.errors import ConfigValueError
-from recbole_llmplugin.model.llm_recommender.allmrec import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN, ALLMRec
+from recbole_llmplugin.model.cf_token_recommender import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN
+from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 from recbole_llmplugin.model.abstract_llm_recommender import prompt_order, user_blocks
 from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 
@@ -784,3 +785,14 @@ def test_each_row_names_its_form(workdir, allmrec_config, model_name, overrides,
 def test_match_eval_mode_needs_a_trained_match(workdir, allmrec_config):
     with pytest.raises(ConfigValueError, match="stage2_objective 'generate' does not train: set stage2_objective"):
         build(allmrec_config, eval_mode="match")
+
+
+def test_the_log_names_each_stages_trained_modules(workdir, allmrec_config):
+    model, _, _ = build(allmrec_config)
+    text = str(model)
+    stage1 = sum(p.numel() for name in model.stage1_modules for p in getattr(model, name).parameters())
+    stage2 = sum(p.numel() for name in model.stage2_modules for p in getattr(model, name).parameters())
+    assert text.startswith("ALLMRec: frozen LLM ") and "CF backbone SASRec" in text
+    assert f"stage1 trains {stage1:,} parameters: item_to_joint" in text
+    assert f"stage2 trains {stage2:,} parameters: user_projection" in text
+    assert not any(p.requires_grad for p in model.parameters())  # summarising left every stage off

@@ -53,12 +53,12 @@ def test_mlpllm_projects_raw_cf_embeddings(workdir, allmrec_config):  # noqa: F8
     model, train_data = build("MLPLLM", allmrec_config)
     assert get_model_class("MLPLLM") is type(model)
     assert [s.name for s in model.training_stages()] == ["stage2"]
-    assert not hasattr(model, "item_to_joint") and model.sentence_encoder is None
+    assert not hasattr(model, "item_to_joint") and not hasattr(model, "sentence_encoder")  # no stage 1 at all
     assert model.item_projection[0].in_features == model.backbone.hidden_size
     assert set(k.split(".")[0] for k in model.trainable_state_dict()) == {"user_projection", "item_projection"}
     items = torch.tensor([1, 2, 3])
     with torch.no_grad():
-        assert torch.equal(model.joint_item_embeddings(items), model.backbone.item_embeddings()[items])
+        assert torch.equal(model.item_inputs(items), model.backbone.item_embeddings()[items])
     batch = next(iter(model.stage_train_loader(Stage("stage2", 1, 1e-3, 4, "unused"), train_data)))
     model.set_stage("stage2")
     loss = model.calculate_loss(batch)

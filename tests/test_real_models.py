@@ -100,11 +100,11 @@ def test_vocabulary_form_learns_on_ml100k_and_needs_the_cf_match(workdir):
 
     _, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])
     model.eval()
-    joint = model.joint_item_embeddings
+    joint = model.item_inputs
     permutation = torch.randperm(model.n_items, generator=torch.Generator().manual_seed(0))
-    model.joint_item_embeddings = lambda items: joint(permutation.to(items.device)[items])
+    model.item_inputs = lambda items: joint(permutation.to(items.device)[items])
     permuted = metrics_from_ranks(rank_loader(model, test_data))
-    model.joint_item_embeddings = joint
+    model.item_inputs = joint
     with torch.no_grad():
         model.user_projection[-1].weight.zero_()
         model.user_projection[-1].bias.zero_()

@@ -19,7 +19,7 @@ import yaml
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
-from recbole_llmplugin.model.layers.llm_loading import DEVICE_MAPS
+from recbole_llmplugin.config.options import OPTIONS
 from recbole_llmplugin.config.paths import properties_dir
 
 
@@ -83,7 +83,7 @@ RATE, WEIGHT = _float(0.0, strict=True), _float(0.0)  # learning rates > 0; loss
 
 RULES = {
     # overall.yaml
-    "eval_candidates": _enum("recbole", "fixed"),
+    "eval_candidates": _enum(*OPTIONS["eval_candidates"]),
     "eval_candidates_seed": _int(0),
     "eval_candidates_file": OPT_STR,
     "eval_user_sample": POSITIVE_OR_NONE,
@@ -92,13 +92,13 @@ RULES = {
     "item_text_max_tokens": POSITIVE_OR_NONE,
     "item_text_unescape_html": BOOL,
     "llm_path": STR,
-    "llm_dtype": _enum("auto", "float32", "bfloat16", "float16"),
-    "llm_quantization": _enum("none", "8bit", "4bit"),
+    "llm_dtype": _enum(*OPTIONS["llm_dtype"]),
+    "llm_quantization": _enum(*OPTIONS["llm_quantization"]),
     "llm_eval_user_batch": POSITIVE,
-    "llm_eval_quantization": _enum("none", "int8"),
-    "llm_score_method": _enum("packed", "cache"),
+    "llm_eval_quantization": _enum(*OPTIONS["llm_eval_quantization"]),
+    "llm_score_method": _enum(*OPTIONS["llm_score_method"]),
     "llm_score_row_chunk": POSITIVE,
-    "llm_device_map": _enum(*DEVICE_MAPS),
+    "llm_device_map": _enum(*OPTIONS["llm_device_map"]),
     "llm_gradient_checkpointing": BOOL,
     "llm_micro_batch_size": POSITIVE_OR_NONE,
     "text_encoder": STR,
@@ -112,13 +112,13 @@ RULES = {
     "prompt_index_item": STR,
     "prompt_index_labels": STR,
     "prompt_answer_eos": BOOL,
-    "eval_mode": _enum("score", "index", "generate", "match"),
+    "eval_mode": _enum(*OPTIONS["eval_mode"]),
     "adam_betas": Rule("list", none=True),
     "trust_checkpoint": BOOL,
     "lock_timeout": Rule("float", minimum=0.0, strict=True, none=True),
     # model files (ALLMRec, MLPLLM, TALLRec)
-    "allmrec_architecture": _enum("official", "paper"),
-    "allmrec_token_space": _enum("projected", "vocabulary"),
+    "allmrec_architecture": _enum(*OPTIONS["allmrec_architecture"]),
+    "allmrec_token_space": _enum(*OPTIONS["allmrec_token_space"]),
     "item_vocabulary_offset": _int(0),
     "stage2_match_weight": WEIGHT,
     "allmrec_query_temperature": RATE,
@@ -132,16 +132,16 @@ RULES = {
     "stage1_learning_rate": RATE,
     "stage1_batch_size": POSITIVE,
     "stage1_all_positions": BOOL,
-    "text_encoder_trainable": _enum("none", "last_layer", "all"),
+    "text_encoder_trainable": _enum(*OPTIONS["text_encoder_trainable"]),
     "projection_hidden_size": POSITIVE_OR_NONE,
-    "joint_embedding": _enum("cf", "text"),
+    "joint_embedding": _enum(*OPTIONS["joint_embedding"]),
     "stage2_candidates": _int(2),
     "stage2_epochs": POSITIVE,
     "stage2_learning_rate": RATE,
     "stage2_batch_size": POSITIVE,
     "stage2_validate": BOOL,
     "stage2_user_sample": POSITIVE_OR_NONE,
-    "stage2_objective": _enum("generate", "rank", "both", "index", "match"),
+    "stage2_objective": _enum(*OPTIONS["stage2_objective"]),
     "rerank_topk": POSITIVE,
     "eval_match_row": BOOL,
     "lora_r": POSITIVE,

@@ -14,6 +14,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
+from recbole_llmplugin.config.options import check_ranking
 from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
 from recbole_llmplugin.trainer.distributed import is_distributed, single_process_view
 from recbole_llmplugin.utils.errors import ConfigValueError
@@ -23,9 +24,7 @@ from recbole_llmplugin.data.prompts import PromptBuilder
 from recbole_llmplugin.trainer.trainer import LLMTrainer
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
-OBJECTIVES = ("generate", "rank", "both", "index")
-INDEX_OBJECTIVES = ("index", "match")  # objectives that train what eval_mode index ranks by
-CANDIDATES = "training_candidates"  # field of a training batch: its candidates, drawn once (``training_batch``)
+DRAWN = "drawn_"  # prefix of the fields that ``add_draws`` adds to a training batch: its random draws
 # how a row was ranked, when not by the paper's answer (its likelihood, ``score``, or its generation, ``generate``)
 RANKING_NAMES = {"index": "index ranking", "match": "CF match alone, no LLM"}
 
@@ -58,17 +57,73 @@ class LLMRecommender(SequentialRecommender):
     trainer_class = LLMTrainer
     special_tokens = ()
     eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
-    objectives = OBJECTIVES  # stage2_objective values the model trains with
-    trains_llm_stage = True  # False for models that train nothing (their stage-2 keys are not read)
-    llm_trains = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
+    objectives = ("generate", "rank", "both", "index")  # the stage2_objective values (config.options) it trains with
+    trains_stage2 = True  # False for models that train nothing (their stage-2 keys are not read)
+    trains_llm_layers = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
     full_sort = False  # ranks all items (eval_args mode full) through full_sort_predict
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.logger = getLogger()
+        self.config = config
         self.history_len = config["prompt_history_len"]
         self.eval_user_batch = config["llm_eval_user_batch"]
+        self.eval_mode = config["eval_mode"]
+        self.eval_negatives = eval_negatives(config)
+        self.objective = (config["stage2_objective"] or "generate") if self.trains_stage2 else None
+        self.n_candidates = config["stage2_candidates"] if self.trains_stage2 else None
+        self._check_options(config, dataset)
+        self._load_llm(config)
+        self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
+        self.prompt_builder = PromptBuilder(config, self.item_texts)
+        self._check_answer_item_token(config)
+        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
+            self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or ""
+        )
+        self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
+        self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
+        self.scorer = CandidateScorer(
+            self.llm, row_chunk=config["llm_score_row_chunk"], method=config["llm_score_method"] or "packed"
+        )
+        self.eval_quantization = config["llm_eval_quantization"] or "none"
+        self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
+        if self.eval_mode == "index":
+            full = self.full_sort and self.eval_negatives is None  # full-sort evaluation lists the top rerank_topk
+            reranked = (config["rerank_topk"] or 0) if full else 0
+            shown = max(self.n_candidates or 0, (self.eval_negatives or 0) + 1, reranked)
+            self.register_buffer(
+                "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
+            )
+        self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
+
+    def _check_options(self, config, dataset):
+        """The model's own option values and their combination (``config.options.check_ranking``), before the LLM
+        loads."""
+        if self.eval_mode not in self.eval_modes:
+            raise ConfigValueError(
+                f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
+            )
+        if not self.trains_stage2:
+            return
+        if self.n_candidates and self.n_candidates > dataset.item_num - 1:
+            raise ConfigValueError(
+                f"stage2_candidates: {self.n_candidates} but {dataset.dataset_name} has {dataset.item_num - 1} items; "
+                f"use at most {dataset.item_num - 1}"
+            )
+        if self.objective not in self.objectives:
+            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(self.objectives)}")
+        check_ranking(self.objective, self.eval_mode, **self.ranking_options(config))
+
+    @classmethod
+    def ranking_options(cls, config):
+        """The options besides objective and eval mode that ``check_ranking`` reads (none for models without CF
+        tokens)."""
+        return {}
+
+    def _load_llm(self, config):
+        """The frozen LLM and its tokenizer (with the model's ``special_tokens``), spread over devices by
+        ``llm_device_map``, with gradient checkpointing when set."""
         device_map = config["llm_device_map"] or "none"
         if device_map != "none" and is_distributed():
             raise ConfigValueError(
@@ -90,70 +145,29 @@ class LLMRecommender(SequentialRecommender):
         if self.gradient_checkpointing:  # recompute the LLM's activations in backward instead of keeping them
             enable_checkpointing(self.llm)
         self.tokenizer.padding_side = "left"
-        self.eval_mode = config["eval_mode"]
-        if self.eval_mode not in self.eval_modes:
-            raise ConfigValueError(
-                f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
-            )
-        # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token
-        # would sit at position 0, the attention sink, whose hidden state the LLM overwrites (README, "Item text and prompts")
+        # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token would
+        # sit at position 0, the attention sink, whose hidden state the LLM overwrites (docs/allmrec.md, "Prompts")
         self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
-        self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
-        self.prompt_builder = PromptBuilder(config, self.item_texts)
-        answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
-            self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or ""
-        )
-        self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
-        self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
-        self.scorer = CandidateScorer(
-            self.llm, row_chunk=config["llm_score_row_chunk"], method=config["llm_score_method"] or "packed"
-        )
-        self.eval_quantization = config["llm_eval_quantization"] or "none"
-        self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
-        self.config = config
-        self.n_candidates = config["stage2_candidates"] if self.trains_llm_stage else None
-        if self.n_candidates and self.n_candidates > dataset.item_num - 1:
-            raise ConfigValueError(
-                f"stage2_candidates: {self.n_candidates} but {dataset.dataset_name} has {dataset.item_num - 1} items; "
-                f"use at most {dataset.item_num - 1}"
-            )
-        self.objective = (config["stage2_objective"] or "generate") if self.trains_llm_stage else None
-        if self.trains_llm_stage and self.objective not in self.objectives:
-            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(self.objectives)}")
-        self.eval_negatives = eval_negatives(config)
-        index_ranked = self.eval_mode == "index"
-        if (
-            self.trains_llm_stage
-            and (self.objective == "index" or index_ranked)
-            and (index_ranked != (self.objective in INDEX_OBJECTIVES))
-        ):
-            raise ConfigValueError(
-                f"stage2_objective: '{self.objective}' with eval_mode: '{self.eval_mode}'; the index objective trains "
-                f"the label answers eval_mode index ranks by: set both to index, or neither"
-            )
-        if self.prompt_builder.answer_item_token and not self.answer_item_token:
+
+    def _check_answer_item_token(self, config):
+        """``prompt_answer`` with {item_token} needs CF item tokens, the score eval mode and the rank objective."""
+        if not self.prompt_builder.answer_item_token:
+            return
+        if not self.answer_item_token:
             raise ConfigValueError(
                 f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not {type(self).__name__}"
             )
-        if self.prompt_builder.answer_item_token and (self.eval_mode != "score" or self.objective != "rank"):
+        if self.eval_mode != "score" or self.objective != "rank":
             raise ConfigValueError(
                 f"prompt_answer: '{config['prompt_answer']}' has the candidate's item token in its answer: it needs "
                 f"eval_mode score and stage2_objective rank (got {self.eval_mode}, {self.objective})"
             )
-        if self.eval_mode == "index":
-            full = self.full_sort and self.eval_negatives is None  # full-sort evaluation lists the top rerank_topk
-            reranked = (config["rerank_topk"] or 0) if full else 0
-            shown = max(self.n_candidates if self.trains_llm_stage else 0, (self.eval_negatives or 0) + 1, reranked)
-            self.register_buffer(
-                "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
-            )
-        self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
 
     @classmethod
     def form_parts(cls, config):
         """Short names of this run's options that make it another method than the paper's form of the model
         (none: the paper's form). Base: the training objective, unless it is the paper's title generation."""
-        objective = config["stage2_objective"] if cls.trains_llm_stage else None
+        objective = config["stage2_objective"] if cls.trains_stage2 else None
         return [objective] if objective not in (None, "generate") else []
 
     @classmethod
@@ -187,17 +201,52 @@ class LLMRecommender(SequentialRecommender):
 
     def train(self, mode=True):
         """The frozen LLM stays in eval mode (no dropout) while the trained modules train, unless the model
-        trains layers inside it (``llm_trains``: TALLRec's LoRA) or checkpoints its activations."""
+        trains layers inside it (``trains_llm_layers``: TALLRec's LoRA) or checkpoints its activations."""
         super().train(mode)
         # transformers checkpoints only in training mode: with llm_gradient_checkpointing the LLM trains in it (its
         # own dropout, if its config has any, then applies; SmolLM2 / Llama / Qwen have none)
-        self.llm.train(mode and (self.llm_trains or self.gradient_checkpointing))
+        self.llm.train(mode and (self.trains_llm_layers or self.gradient_checkpointing))
         return self
 
     def calculate_loss(self, interaction):
         """RecBole's contract: the loss of the model's LLM-facing stage (``stage2_loss``; a tuple of parts
         when it has an auxiliary loss, which RecBole's trainer sums and logs one by one)."""
         return self.stage2_loss(interaction)
+
+    # --- what trains -----------------------------------------------------------------------------
+    def stage_names(self):
+        """Names of the model's training stages, in order (``training_stages``; none for a model that trains nothing)."""
+        return ("stage2",) if self.trains_stage2 else ()
+
+    def trained_parameters(self):
+        """{stage: {module: parameters it trains}}, read from ``set_stage`` (LoRA layers inside the LLM: ``llm LoRA``)."""
+        summary = {}
+        for stage in self.stage_names():
+            self.set_stage(stage)
+            counts = {}
+            for name, param in self.named_parameters():
+                if param.requires_grad:
+                    module = name.split(".")[0] + (" LoRA" if "lora_" in name else "")
+                    counts[module] = counts.get(module, 0) + param.numel()
+            summary[stage] = counts
+        if summary:
+            self.set_stage("eval")
+        return summary
+
+    def frozen_parts(self):
+        """[(name, parameters)] of the model's frozen parts, for the log."""
+        llm = sum(p.numel() for n, p in self.llm.named_parameters() if "lora_" not in n)
+        return [(f"LLM {self.config['llm_path']}", llm)]
+
+    def __str__(self):
+        """The run log's model lines: the frozen parts, then each stage's trained modules and parameter counts
+        (RecBole's own prints the module tree and the parameters requiring grad now: none between stages)."""
+        frozen = ", ".join(f"{name} ({count:,} parameters)" for name, count in self.frozen_parts())
+        lines = [f"{type(self).__name__}: frozen {frozen}"]
+        for stage, counts in self.trained_parameters().items():
+            modules = ", ".join(f"{name} {count:,}" for name, count in counts.items())
+            lines.append(f"  {stage} trains {sum(counts.values()):,} parameters: {modules}")
+        return "\n".join(lines if len(lines) > 1 else lines + ["  trains nothing"])
 
     # --- checkpoints: only what was trained -------------------------------------------------
     def trainable_state_dict(self):
@@ -407,27 +456,45 @@ class LLMRecommender(SequentialRecommender):
         order = torch.argsort(torch.rand(candidates.shape, device=target.device), dim=1)
         return candidates.gather(1, order)
 
+    # --- the random draws of a training batch ----------------------------------------------------
+    def draw(self, stage, interaction):
+        """Every random draw a training batch of ``stage`` needs, made here and nowhere else: {name: tensor with one
+        row per example}. Base: stage 2's candidates [B, C]. The losses read them with ``drawn``; the trainer has
+        them made (``training_batch``) before it splits a batch over processes and micro-batches, so each part reads
+        the whole batch's draws and a split trains what the whole batch trains. A loss that drew for itself would
+        draw other values in each part (``tests/test_draws.py`` checks that no loss does)."""
+        if stage != "stage2" or not self.trains_stage2:
+            return {}
+        return {"candidates": self.training_candidates(interaction[self.ITEM_SEQ], interaction[self.ITEM_ID])}
+
+    def add_draws(self, stage, interaction):
+        """``interaction`` with the fields ``DRAWN + name`` of ``draw(stage, interaction)``."""
+        for name, value in self.draw(stage, interaction).items():
+            interaction[DRAWN + name] = value
+        return interaction
+
+    def drawn(self, stage, interaction, name):
+        """The draw ``name`` of a batch of ``stage``: made by ``training_batch``, or by ``draw`` now for a batch that
+        did not pass through it (a loss called on a batch of one's own)."""
+        if DRAWN + name not in interaction:
+            self.add_draws(stage, interaction)
+        if DRAWN + name not in interaction:
+            raise KeyError(f"{type(self).__name__}.draw('{stage}') makes no '{name}': add that draw there")
+        return interaction[DRAWN + name]
+
     def training_batch(self, stage, interaction):
-        """A training batch of ``stage`` with its random draws made once, as ``<stage>_loss`` draws them: (the
-        batch with the drawn fields, [B] weight of each example in the loss or None for equal, [B] prompt-length
-        estimate or None). The trainer splits it over processes and micro-batches (``trainer.shared_loss``); the
-        losses read the drawn fields, so the split trains what the whole batch would."""
-        if stage != "stage2" or not self.trains_llm_stage:
+        """A training batch of ``stage`` with its random draws made (``draw``), as the trainer splits it: (the batch,
+        [B] weight of each example in the loss or None for equal, [B] prompt-length estimate or None)."""
+        interaction = self.add_draws(stage, interaction)
+        if stage != "stage2" or not self.trains_stage2:
             return interaction, None, None
         seq, seq_len, target = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
-        candidates = self.training_candidates(seq, target)  # [B, C]
-        interaction[CANDIDATES] = candidates
+        candidates = self.drawn(stage, interaction, "candidates")  # [B, C]
         # the generation loss is a mean over answer tokens (NOTE: objective both mixes it with a mean over rows: a
         # split weights both by rows)
         weights = self.answer_lengths[target].float() if self.objective == "generate" else None
         lengths = self.history_tokens(seq, seq_len) + self.answer_lengths[candidates].sum(1)  # [B]
         return interaction, weights, lengths
-
-    def batch_candidates(self, interaction):
-        """[B, C] training candidates of a batch: drawn by ``training_batch`` when the trainer split it, else now."""
-        if CANDIDATES in interaction:
-            return interaction[CANDIDATES]
-        return self.training_candidates(interaction[self.ITEM_SEQ], interaction[self.ITEM_ID])
 
     def history_tokens(self, seq, seq_len):
         """[B] tokens of the history items a prompt shows (their answer texts' lengths: a cheap estimate)."""
@@ -440,7 +507,7 @@ class LLMRecommender(SequentialRecommender):
         target = interaction[self.ITEM_ID]  # [B]
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
         histories = self.recent_history(users["item_seq"], users["item_seq_len"])
-        candidates = self.batch_candidates(interaction)  # [B, C]
+        candidates = self.drawn("stage2", interaction, "candidates")  # [B, C]
         input_ids, prompt_mask = self.tokenize_prompts(self.prompt_texts(histories, candidates.tolist()))
         self.token_counts["train_examples"] += len(target)
         self.token_counts["train_tokens"] += int(prompt_mask.sum())

@@ -91,12 +91,13 @@ class LLMTrainer(Trainer):
         (the earlier ones backpropagated here, without a gradient sync); returns the last micro-batch's loss plus the
         others' values (detached). Each part is weighted by its share of the batch (rows, or answer tokens for
         token-mean losses: ``model.training_batch``), so processes and micro-batches together give the gradient of
-        the whole batch's loss. The model draws the batch's random negatives once, the same in every process."""
-        if distributed.world_size() == 1 and not self.micro_batch_size:
-            return loss_func
+        the whole batch's loss. The model makes the batch's random draws first (``training_batch``), the same in every
+        process."""
 
         def loss(interaction):
             interaction, weights, lengths = self.model.training_batch(self.stage_name, interaction)
+            if distributed.world_size() == 1 and not self.micro_batch_size:
+                return loss_func(interaction)
             n = len(interaction)
             weights = torch.ones(n, device=self.device) if weights is None else weights.float()
             rows = distributed.share_rows(n, lengths, device=self.device)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from recbole_llmplugin.config.options import OPTIONS
 from recbole_llmplugin.trainer.distributed import main_first
 from recbole_llmplugin.utils.errors import LLMLoadError
 from recbole_llmplugin.utils.files import short_reason
@@ -183,7 +184,7 @@ def load_tokenizer(path):
     return tokenizer
 
 
-DEVICE_MAPS = ("none", "auto", "balanced", "balanced_low_0", "sequential")
+DEVICE_MAPS = OPTIONS["llm_device_map"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
@@ -276,7 +277,12 @@ def eval_copy(llm, quantization):
     if next(llm.parameters()).device.type != "cpu":
         raise LLMLoadError("llm_eval_quantization: int8 is torch's CPU dynamic quantisation; set it to none on a GPU")
     import copy
+    import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():
+        # torch marks torch.ao.quantization deprecated in favour of torchao, a separate package; torch itself still
+        # ships dynamic int8 quantisation and no successor of it (docs/compat.md)
+        warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+        from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(copy.deepcopy(llm), {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(copy.deepcopy(llm), {torch.nn.Linear}, dtype=torch.qint8)

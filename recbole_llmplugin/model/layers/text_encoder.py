@@ -58,6 +58,13 @@ TRAINABLE_MODES = ("none", "last_layer", "all")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
+def embedding_dimension(encoder):
+    """Size of the encoder's sentence embeddings (``get_embedding_dimension``; older sentence-transformers call it
+    ``get_sentence_embedding_dimension``, which newer ones deprecate)."""
+    method = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+    return method()
+
+
 def set_trainable(encoder, mode):
     """Freeze the encoder (``none``), train only its last transformer layer, or train ``all``."""
     if mode not in TRAINABLE_MODES:

@@ -12,8 +12,8 @@ alignment network, the only thing trained:
   (d' -> LLM hidden) one soft item token after each history and candidate title; trained on the
   next-item title generation loss with everything else frozen.
 
-Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tokens included);
-``full_sort_predict`` re-ranks the backbone's top ``rerank_topk`` items.
+Stage 2, evaluation and the plugin's options beside the paper's form live in the shared base
+(``model.cf_token_recommender.CFTokenRecommender``), which MLP-LLM shares too.
 
 Reference code: https://github.com/ghdtjr/A-LLMRec
 
@@ -43,35 +43,20 @@ official code"):
 """
 
 import os
-from logging import getLogger
 
 import torch
 import torch.nn.functional as F
-from recbole.data.interaction import Interaction
 from torch import nn
 
-from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
-from recbole_llmplugin.utils.errors import ConfigValueError
-from recbole_llmplugin.model.abstract_llm_recommender import OBJECTIVES, LLMRecommender, prompt_order, user_blocks
-from recbole_llmplugin.data.prompts import item_vocabulary_tokens
+from recbole_llmplugin.model.cf_token_recommender import CFTokenRecommender, mlp
 from recbole_llmplugin.model.layers.text_encoder import (
+    embedding_dimension,
     encode,
     frozen_embeddings,
     load_text_encoder,
     set_trainable,
 )
-from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer, stage_checkpoint
-
-USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
-
-
-ARCHITECTURES = ("official", "paper")
-TOKEN_SPACES = ("projected", "vocabulary")
-NEGATIVE = "stage1_negative"  # field of a stage-1 training batch: its negative items, drawn once (training_batch)
-
-
-def mlp(in_size, hidden, out_size, dropout=0.0):
-    return nn.Sequential(nn.Linear(in_size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_size))
+from recbole_llmplugin.trainer.trainer import Stage, stage_checkpoint
 
 
 def autoencoder(architecture, in_size, hidden, joint_size):
@@ -82,122 +67,34 @@ def autoencoder(architecture, in_size, hidden, joint_size):
     return mlp(in_size, hidden, joint_size), mlp(joint_size, hidden, in_size)
 
 
-def projection(architecture, in_size, hidden, out_size, activation):
-    """F_U / F_I into the LLM's token space. official: Linear-LayerNorm-activation-Linear with
-    xavier-normal weights (the reference code's ``log_emb_proj`` / ``item_emb_proj``); paper: a GELU MLP."""
-    if architecture != "official":
-        return mlp(in_size, hidden, out_size)
-    layers = nn.Sequential(nn.Linear(in_size, hidden), nn.LayerNorm(hidden), activation, nn.Linear(hidden, out_size))
-    nn.init.xavier_normal_(layers[0].weight)
-    nn.init.xavier_normal_(layers[3].weight)
-    return layers
+class ALLMRec(CFTokenRecommender):
+    """A-LLMRec: stage 1 aligns the CF item embeddings with item text; stage 2 (``CFTokenRecommender``) projects
+    the CF user representation and the aligned item embeddings into the LLM."""
 
-
-class ALLMRec(LLMRecommender):
-    trainer_class = StagedTrainer
-    needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (backbones.py)
-    special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage1_modules = ("item_to_joint", "joint_to_item", "text_to_joint", "joint_to_text")
-    stage2_modules = ("user_projection", "item_projection")
-    eval_modes = ("score", "generate", "index", "match")  # match: the trained CF match alone, no LLM pass
-    answer_item_token = CANDIDATE_TOKEN
-    objectives = OBJECTIVES + ("match",)  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
-    full_sort = True  # the backbone's top rerank_topk items, re-ranked
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def build_item_path(self, config, d):
+        """Stage 1: the sentence encoder (or its cached item table) and the two autoencoders; F_I reads their joint
+        embeddings of size d'."""
         self.alpha = config["stage1_alpha"]
         self.beta = config["stage1_beta"]
         self.joint_embedding = config["joint_embedding"]
-        self.rerank_topk = config["rerank_topk"]
         self.text_trainable = config["text_encoder_trainable"]
-        self.architecture = config["allmrec_architecture"]
-        self.match_weight = float(config["stage2_match_weight"] or 0.0)
-        self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
-        if self.stage1_modules and self.joint_embedding not in ("cf", "text"):
-            raise ConfigValueError(f"joint_embedding: '{self.joint_embedding}' is not one of cf, text")
-        if self.architecture not in ARCHITECTURES:
-            raise ConfigValueError(
-                f"allmrec_architecture: '{self.architecture}' is not one of {', '.join(ARCHITECTURES)}"
-            )
-        self.token_space = config["allmrec_token_space"] or "projected"
-        self._check_token_space(config)
-        self.match_row = bool(config["eval_match_row"])
-        if self.eval_mode == "match" and not self.match_trained():
-            raise ConfigValueError(
-                f"eval_mode: match ranks by the CF match <F_U(u), F_I(item)>, which stage2_objective "
-                f"'{self.objective}' does not train: set stage2_objective: match or stage2_match_weight > 0"
-            )
-
-        self.backbone = CFBackbone(
-            config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
-        )
-        d, d_joint = self.backbone.hidden_size, config["stage1_embedding_size"]
-
-        self.sentence_encoder, d_item = None, d
-        if self.stage1_modules:
-            self._build_stage1(config, d, d_joint)
-            d_item = d_joint
-        h_llm = self.llm.get_input_embeddings().weight.shape[1]
-        hidden2 = config["projection_hidden_size"] or h_llm
-        self.user_projection = projection(self.architecture, d, hidden2, h_llm, nn.LeakyReLU())  # F_U
-        self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
-        self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
-        if self.token_space == "vocabulary":
-            reserved = self.label_ids.tolist() if self.eval_mode == "index" else []  # match: no LLM, no labels
-            ids = item_vocabulary_tokens(self.tokenizer, self.n_items, config["item_vocabulary_offset"], reserved)
-            self.register_buffer("item_vocab_ids", ids.to(config["device"]), persistent=False)  # [n_items]
-        self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
-        self.set_stage("eval")
+        d_joint = config["stage1_embedding_size"]
+        self._build_stage1(config, d, d_joint)
+        return d_joint
 
     @classmethod
-    def form_parts(cls, config):
-        """The paper's form: projected soft tokens, the CF joint embedding of each user's last position, title
-        generation, a SASRec backbone. Each other choice is named (``LLMRecommender.variant``)."""
-        parts = ["vocabulary"] if config["allmrec_token_space"] == "vocabulary" else []
-        if cls.stage1_modules:
-            parts += ["text joint"] if config["joint_embedding"] == "text" else []
-            parts += ["all positions"] if config["stage1_all_positions"] else []
-        parts += super().form_parts(config)
-        weight = float(config["stage2_match_weight"] or 0.0)
-        parts += [f"+ match loss x{weight:g}"] if weight else []
-        parts += [f"{config['cf_model']} backbone"] if config["cf_model"] != "SASRec" else []
-        return parts
-
-    def match_trained(self):
-        """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""
-        return self.objective == "match" or self.match_weight > 0
-
-    def other_rankings(self):
-        """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it."""
-        return ["match"] if self.match_row and self.match_trained() and self.eval_mode != "match" else []
-
-    def _check_token_space(self, config):
-        if self.token_space not in TOKEN_SPACES:
-            raise ConfigValueError(f"allmrec_token_space: '{self.token_space}' is not one of {', '.join(TOKEN_SPACES)}")
-        if self.token_space != "vocabulary":
-            if self.objective == "match":
-                raise ConfigValueError(
-                    "stage2_objective: match trains the CF match that the vocabulary user token mixes the candidates "
-                    "by: set allmrec_token_space: vocabulary"
-                )
-            return
-        if self.eval_mode not in ("index", "match"):
-            raise ConfigValueError(
-                f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode to index "
-                f"(or match: the CF match alone) and stage2_objective to index or match (got eval_mode {self.eval_mode})"
-            )
-        if not config["prompt_template"].rstrip().endswith("{user_token}"):
-            raise ConfigValueError(
-                "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
-                "with {user_token} (e.g. '... Answer:{user_token}')"
-            )
+    def item_path_parts(cls, config):
+        """Stage-1 choices other than the paper's CF joint embedding of each user's last position."""
+        parts = ["text joint"] if config["joint_embedding"] == "text" else []
+        return parts + (["all positions"] if config["stage1_all_positions"] else [])
 
     def _build_stage1(self, config, d, d_joint):
         """Sentence encoder (or its cached item table) and the two stage-1 autoencoders."""
         self.sentence_encoder = load_text_encoder(config["text_encoder"], device=config["device"])
         set_trainable(self.sentence_encoder, self.text_trainable)
-        t = self.sentence_encoder.get_sentence_embedding_dimension()
+        t = embedding_dimension(self.sentence_encoder)
         if self.text_trainable == "none":
             table = frozen_embeddings(
                 self.sentence_encoder,
@@ -214,52 +111,31 @@ class ALLMRec(LLMRecommender):
 
     # --- stages ----------------------------------------------------------------------------
     def _trained_module_names(self):
-        names = list(self.stage1_modules) + list(self.stage2_modules)
+        names = list(self.stage1_modules) + super()._trained_module_names()
         return names + (["sentence_encoder"] if self.sentence_encoder is not None else [])
 
-    def trainable_state_dict(self):
-        """Stage-1 and stage-2 modules (and a trainable text encoder); never the LLM or backbone."""
-        return {
-            f"{name}.{key}": value
-            for name in self._trained_module_names()
-            for key, value in getattr(self, name).state_dict().items()
-        }
-
     def set_stage(self, stage):
-        """Only the modules of ``stage`` require grad (``eval``: none)."""
-        self.requires_grad_(False)
+        super().set_stage(stage)
         if stage == "stage1":
             for name in self.stage1_modules:
                 getattr(self, name).requires_grad_(True)
             if self.sentence_encoder is not None:
                 set_trainable(self.sentence_encoder, self.text_trainable)
-        elif stage == "stage2":
-            for name in self.stage2_modules:
-                getattr(self, name).requires_grad_(True)
+
+    def stage_names(self):
+        return ("stage1",) + super().stage_names()
 
     def training_stages(self):
         c = self.config
-        path = {name: stage_checkpoint(c, name) for name in ("stage1", "stage2")}  # a new backbone: new stages
-        stage2 = Stage(
-            "stage2",
-            c["stage2_epochs"],
-            c["stage2_learning_rate"],
-            c["stage2_batch_size"],
-            path["stage2"],
-            validate=c["stage2_validate"],
-            seed_offset=2,
-        )
-        if not self.stage1_modules:
-            return [stage2]
         stage1 = Stage(
             "stage1",
             c["stage1_epochs"],
             c["stage1_learning_rate"],
             c["stage1_batch_size"],
-            path["stage1"],
+            stage_checkpoint(c, "stage1"),
             seed_offset=1,
         )
-        return [stage1, stage2]
+        return [stage1] + super().training_stages()
 
     # --- embeddings ----------------------------------------------------------------------------
     def text_embeddings(self, items):
@@ -268,34 +144,23 @@ class ALLMRec(LLMRecommender):
             return self.text_table[items]
         return encode(self.sentence_encoder, [self.item_texts[i] for i in items.tolist()])
 
-    def joint_item_embeddings(self, items):
+    def item_inputs(self, items):
         """[N, d'] aligned embeddings used for item tokens (CF or text path)."""
         if self.joint_embedding == "cf":
             return self.item_to_joint(self.backbone.item_embeddings()[items])
         return self.text_to_joint(self.text_embeddings(items))
 
-    def user_representation(self, users):
-        with torch.no_grad():
-            return self.backbone.user_representation(users["item_seq"], users["item_seq_len"], users["user_id"])
-
     # --- stage 1 ---------------------------------------------------------------------------------
-    def training_batch(self, stage, interaction):
-        """Stage 1 draws one negative item per example (``NEGATIVE``); stage 2 as the base class."""
+    def draw(self, stage, interaction):
+        """Stage 1 draws one negative item [B] per example, outside its history and target; stage 2 as the base."""
         if stage != "stage1":
-            return super().training_batch(stage, interaction)
-        interaction[NEGATIVE] = self._stage1_negatives(interaction)
-        return interaction, None, None
-
-    def _stage1_negatives(self, interaction):
-        """[B] a random item per example outside its history and target (drawn by ``training_batch`` if split)."""
-        if NEGATIVE in interaction:
-            return interaction[NEGATIVE]
+            return super().draw(stage, interaction)
         seq, pos = interaction[self.ITEM_SEQ], interaction[self.ITEM_ID]
-        return self.random_items((len(pos), 1), torch.cat([seq, pos[:, None]], 1))[:, 0]  # [B]
+        return {"negative": self.random_items((len(pos), 1), torch.cat([seq, pos[:, None]], 1))[:, 0]}  # [B]
 
     def stage1_losses(self, interaction):
         seq, seq_len, pos = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.ITEM_ID]
-        neg = self._stage1_negatives(interaction)  # [B]
+        neg = self.drawn("stage1", interaction, "negative")  # [B]
         items = torch.cat([pos, neg])  # [2B]
         with torch.no_grad():
             e = self.backbone.item_embeddings()[items]  # [2B, d]
@@ -313,100 +178,6 @@ class ALLMRec(LLMRecommender):
             "recommendation": F.binary_cross_entropy_with_logits(logits, labels),
         }
 
-    # --- stage 2 ---------------------------------------------------------------------------------
-    def prompt_texts(self, histories, candidates):
-        # no spaces around the soft tokens: a lone space would cost one LLM token per item
-        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
-
-    def prompt_embeddings(self, input_ids, users, histories, candidates):
-        """Token embeddings with the user token at [UserRep] and an item token after each title: F_U(user) and
-        F_I(item) (``allmrec_token_space: projected``), or the items' vocabulary tokens and the candidate query
-        (``vocabulary``)."""
-        embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
-        device = input_ids.device
-        soft = {  # computed only for the placeholders the templates use
-            USER_TOKEN: lambda: (
-                self._candidate_query(users, candidates)
-                if self.token_space == "vocabulary"
-                else self._user_token(users)
-            ),  # [U, H]
-            HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
-            CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
-        }
-        embeds = embeds.clone()
-        for token, make in soft.items():
-            mask = input_ids == self.token_ids[token]  # [U, Lp]
-            if not mask.any():  # a template without {item_token} / {user_token}: text only there
-                continue
-            values = make()
-            if int(mask.sum()) != len(values):
-                raise ConfigValueError(
-                    f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"
-                )
-            embeds[mask] = values.to(embeds.device, embeds.dtype)
-        return embeds
-
-    def _user_token(self, users):
-        return self.user_projection(self.user_representation(users))  # [U, H] F_U(u)
-
-    def _projected_items(self, items, device):
-        items = torch.as_tensor(items, dtype=torch.long, device=device)
-        return self.item_projection(self.joint_item_embeddings(items))  # [N, H] F_I(item)
-
-    def _item_tokens(self, items, device):
-        """[N, H] the token shown for each item: F_I(item), or its vocabulary token (``vocabulary``)."""
-        if self.token_space == "vocabulary":
-            items = torch.as_tensor(items, dtype=torch.long, device=device)
-            return self.llm.get_input_embeddings()(self.item_vocab_ids[items])
-        return self._projected_items(items, device)
-
-    def candidate_match(self, users, candidates):
-        """[U, C] <F_U(u), F_I(z_j)> / sqrt(H) of each prompt's candidates: the trained CF match of the user
-        with each candidate (``vocabulary`` mixes the candidates' tokens by its softmax)."""
-        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
-        user = self._user_token(users)  # [U, H]
-        items = self._projected_items(c.reshape(-1), c.device).view(*c.shape, -1)  # [U, C, H]
-        return (items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5  # [U, C]
-
-    def candidate_weights(self, users, candidates):
-        """[U, C] softmax over each prompt's candidates of ``candidate_match`` / ``allmrec_query_temperature`` (below
-        1: a sharper mixture, closer to the one token whose label the LLM copies best)."""
-        return torch.softmax(self.candidate_match(users, candidates) / self.query_temperature, dim=1)  # [U, C]
-
-    def match_loss(self, interaction, target, candidates):
-        """Cross-entropy of ``candidate_match`` over each example's candidates [B, C] against its target [B]."""
-        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
-        labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
-        return F.cross_entropy(self.candidate_match(users, candidates), labels)
-
-    def auxiliary_loss(self, interaction, target, candidates):
-        """``stage2_match_weight`` x ``match_loss`` on the training prompt's candidates (plugin option; 0 = the
-        paper: F_U / F_I learn only through the LLM's loss)."""
-        return self.match_weight * self.match_loss(interaction, target, candidates) if self.match_weight else None
-
-    def stage2_loss(self, interaction):
-        """``stage2_objective: match`` trains F_U / F_I on ``match_loss`` alone, with no LLM pass (the frozen LLM
-        reads their candidate mixture only when ranking); every other objective is the base class's."""
-        if self.objective != "match":
-            return super().stage2_loss(interaction)
-        target = interaction[self.ITEM_ID]  # [B]
-        candidates = self.batch_candidates(interaction)  # [B, C]
-        self.token_counts["train_examples"] += len(target)
-        return self.match_loss(interaction, target, candidates)
-
-    def _candidate_query(self, users, candidates):
-        """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the
-        answer starts, it makes the LLM copy the label that follows the best-matching candidate's token (its
-        induction heads match repeated tokens; they do not match F_I's free vectors, README)."""
-        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
-        tokens = self.llm.get_input_embeddings()(self.item_vocab_ids[c])  # [U, C, H]
-        weights = self.candidate_weights(users, candidates).to(tokens.device)  # [U, C] (llm_device_map: its device)
-        return (weights[:, :, None] * tokens).sum(1)  # [U, H]
-
-    def answer_soft(self, items):
-        """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""
-        return self._projected_items(items, items.device) if self.prompt_builder.answer_item_token else None
-
     def stage1_loss(self, interaction):
         """Stage-1 loss as its four weighted parts (RecBole's trainer sums them and logs each)."""
         losses = self.stage1_losses(interaction)
@@ -416,93 +187,3 @@ class ALLMRec(LLMRecommender):
             self.beta * losses["text_reconstruction"],
             losses["recommendation"],
         )
-
-    # --- evaluation ------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def score_blocks(self, interaction):
-        """``eval_mode: match`` scores each row by the CF match alone; every other mode through the LLM."""
-        if self.eval_mode == "match":
-            return self.match_scores(interaction)
-        return super().score_blocks(interaction)
-
-    def match_scores(self, interaction):
-        """[R] <F_U(u), F_I(z_item)> / sqrt(H) of each candidate row with its user: ``candidate_match`` without
-        a prompt or an LLM pass (the ranking the vocabulary user token hands to the LLM)."""
-        item_ids = interaction[self.ITEM_ID]  # [R]
-        block, first_rows = user_blocks(interaction[self.USER_ID])  # [R], [U]
-        user = self._user_token(self.user_fields(interaction, first_rows))  # [U, H]
-        items = self._projected_items(item_ids, item_ids.device)  # [R, H]
-        return (items * user[block]).sum(-1) / user.shape[-1] ** 0.5  # [R]
-
-    def _score_rows(self, interaction, rows, owner, first_rows):
-        if self.eval_mode != "generate":
-            return super()._score_rows(interaction, rows, owner, first_rows)
-        return self._generate_rows(interaction, rows, owner, first_rows)
-
-    def _generate_rows(self, interaction, rows, owner, first_rows):
-        """Paper protocol: greedy-generate one title; the matching candidate scores 1 and every other row
-        less, so hit@1 counts exact matches only. A user whose output matches no candidate is scored as a
-        miss: the first row of its block, where RecBole puts the positive, gets the lowest score, so no hit
-        comes from breaking ties. Only hit@1 is meaningful in this mode."""
-        user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
-        embeds, mask, _ = self.prompt_inputs(interaction, rows, owner, first_rows)
-        generated = self.scorer.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            max_new_tokens=int(self.answer_lengths.max()) + 2,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self._stop_token_ids(),
-        )
-        texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
-        answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
-        matched = torch.tensor(
-            [bool(a) and (texts[o] == a or texts[o].startswith(a + " ")) for a, o in zip(answers, owner.tolist())],
-            device=rows.device,
-        )  # exact match of the normalised title at the start of the generated text
-        per_user = torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float())  # [U]
-        unmatched = int((per_user == 0).sum())
-        self.generate_counts = [self.generate_counts[0] + unmatched, self.generate_counts[1] + len(first_rows)]
-        getLogger().info(
-            f"eval_mode generate: {self.generate_counts[0]} of {self.generate_counts[1]} generated titles so far "
-            f"matched no candidate"
-        )
-        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647  # [r] in [0, 1)
-        scores = torch.where(matched, torch.ones_like(tie), -1 - tie)
-        miss = (rows == first_rows[owner]) & (per_user[owner] == 0)  # first row of a user with no match
-        return torch.where(miss, torch.full_like(tie, -3.0), scores)
-
-    def _stop_token_ids(self):
-        """EOS, and the token of the answer's closing text (e.g. a closing quote) when it is one token."""
-        stops = [self.tokenizer.eos_token_id]
-        closing = self.prompt_builder.answer.split("{title}")[-1]
-        ids = self.tokenizer(closing, add_special_tokens=False)["input_ids"] if closing else []
-        if len(ids) == 1:
-            stops.append(ids[0])
-        return [t for t in stops if t is not None]
-
-    @torch.inference_mode()
-    def full_sort_predict(self, interaction):
-        """The backbone retrieves the top ``rerank_topk`` unseen items, A-LLMRec scores them; every
-        other item gets -inf."""
-        seq, seq_len, uid = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
-        cf_scores = self.backbone.full_sort_scores(seq, seq_len, uid)  # [B, n_items]
-        cf_scores[:, 0] = -torch.inf
-        cf_scores.scatter_(1, seq, -torch.inf)  # history excluded
-        top = cf_scores.topk(self.rerank_topk, dim=1).indices  # [B, K]
-        k = top.shape[1]
-        rows = Interaction(
-            {
-                self.USER_ID: uid.repeat_interleave(k),
-                self.ITEM_SEQ: seq.repeat_interleave(k, 0),
-                self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
-                self.ITEM_ID: top.reshape(-1),
-            }
-        )
-        scores = torch.full_like(cf_scores, -torch.inf)
-        scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
-        return scores
-
-
-def _normalise(text):
-    return " ".join(text.lower().replace('"', " ").split())

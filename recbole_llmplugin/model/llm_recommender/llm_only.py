@@ -16,7 +16,7 @@ class LLMOnly(LLMRecommender):
     (``eval_mode: score``) or label logits (``index``) so RecBole's evaluator reports every metric.
     """
 
-    trains_llm_stage = False
+    trains_stage2 = False
 
     def calculate_loss(self, interaction):
         raise ConfigValueError("LLMOnly is not trained; it has no loss")

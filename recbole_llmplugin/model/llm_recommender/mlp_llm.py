@@ -5,17 +5,12 @@ into the LLM's token space -- no stage-1 alignment with item text -- and the pro
 like A-LLMRec's stage 2 (next-item title generation, same examples and candidates).
 """
 
-from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
+from recbole_llmplugin.model.cf_token_recommender import CFTokenRecommender
 
 
-class MLPLLM(ALLMRec):
+class MLPLLM(CFTokenRecommender):
     """MLP-LLM ablation (A-LLMRec paper, Sec. 4; reference code: https://github.com/ghdtjr/A-LLMRec).
 
-    NOTE: shares A-LLMRec's F_U / F_I shapes (``allmrec_architecture``), options and differences (see ALLMRec).
+    NOTE: A-LLMRec's stage 2 (``CFTokenRecommender``) on the raw CF item embeddings: the same F_U / F_I shapes
+    (``allmrec_architecture``), options and differences from the paper as ALLMRec.
     """
-
-    stage1_modules = ()
-
-    def joint_item_embeddings(self, items):
-        """[N, d] raw CF item embeddings (no alignment)."""
-        return self.backbone.item_embeddings()[items]

@@ -30,7 +30,7 @@ class TALLRec(LLMRecommender):
     """
 
     trainer_class = StagedTrainer
-    llm_trains = True  # LoRA layers inside the LLM train (dropout on in train mode)
+    trains_llm_layers = True  # LoRA layers inside the LLM train (dropout on in train mode)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)

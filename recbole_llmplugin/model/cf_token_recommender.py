@@ -1,0 +1,355 @@
+"""The stage-2 base of A-LLMRec and MLP-LLM: a frozen RecBole sequential model (the CF backbone) and a frozen LLM
+joined by F_U and F_I (Kim et al., KDD 2024, arXiv 2404.11343, Eq. 7-8).
+
+F_U (d -> LLM hidden) gives one soft user token before the prompt and F_I one soft item token after each history and
+candidate title, trained on the LLM's loss (``stage2_objective``) with everything else frozen. What F_I projects is
+the subclass's item path (``item_inputs``): A-LLMRec's stage-1 joint embeddings, or MLP-LLM's raw CF embeddings.
+
+Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tokens included); ``full_sort_predict``
+re-ranks the backbone's top ``rerank_topk`` items. The plugin's options beside the paper's form (``token space``,
+``match``, ``{item_token}`` answers) are described in ``recbole_llmplugin/model/llm_recommender/allmrec.py`` and
+docs/allmrec.md.
+"""
+
+from logging import getLogger
+
+import torch
+import torch.nn.functional as F
+from recbole.data.interaction import Interaction
+from torch import nn
+
+from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.data.prompts import item_vocabulary_tokens
+from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender, prompt_order, user_blocks
+from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
+from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer, stage_checkpoint
+from recbole_llmplugin.utils.errors import ConfigValueError
+
+USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
+
+
+def mlp(in_size, hidden, out_size, dropout=0.0):
+    return nn.Sequential(nn.Linear(in_size, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_size))
+
+
+def projection(architecture, in_size, hidden, out_size, activation):
+    """F_U / F_I into the LLM's token space. official: Linear-LayerNorm-activation-Linear with
+    xavier-normal weights (the reference code's ``log_emb_proj`` / ``item_emb_proj``); paper: a GELU MLP."""
+    if architecture != "official":
+        return mlp(in_size, hidden, out_size)
+    layers = nn.Sequential(nn.Linear(in_size, hidden), nn.LayerNorm(hidden), activation, nn.Linear(hidden, out_size))
+    nn.init.xavier_normal_(layers[0].weight)
+    nn.init.xavier_normal_(layers[3].weight)
+    return layers
+
+
+class CFTokenRecommender(LLMRecommender):
+    """Base of the LLM recommenders that feed a frozen LLM the CF backbone's user and item representations."""
+
+    trainer_class = StagedTrainer
+    needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (quick_start.backbones)
+    special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
+    stage2_modules = ("user_projection", "item_projection")
+    eval_modes = OPTIONS["eval_mode"]  # match: the trained CF match alone, no LLM pass
+    answer_item_token = CANDIDATE_TOKEN
+    objectives = OPTIONS["stage2_objective"]  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
+    full_sort = True  # the backbone's top rerank_topk items, re-ranked
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.rerank_topk = config["rerank_topk"]
+        self.architecture = config["allmrec_architecture"]
+        self.match_weight = float(config["stage2_match_weight"] or 0.0)
+        self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
+        self.token_space = config["allmrec_token_space"] or "projected"
+        if self.token_space == "vocabulary" and not config["prompt_template"].rstrip().endswith("{user_token}"):
+            raise ConfigValueError(
+                "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
+                "with {user_token} (e.g. '... Answer:{user_token}')"
+            )
+        self.match_row = bool(config["eval_match_row"])
+
+        self.backbone = CFBackbone(
+            config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
+        )
+        d = self.backbone.hidden_size
+        d_item = self.build_item_path(config, d)
+        h_llm = self.llm.get_input_embeddings().weight.shape[1]
+        hidden2 = config["projection_hidden_size"] or h_llm
+        self.user_projection = projection(self.architecture, d, hidden2, h_llm, nn.LeakyReLU())  # F_U
+        self.item_projection = projection(self.architecture, d_item, hidden2, h_llm, nn.GELU())  # F_I
+        self.token_ids = {tok: self.tokenizer.convert_tokens_to_ids(tok) for tok in self.special_tokens}
+        if self.token_space == "vocabulary":
+            reserved = self.label_ids.tolist() if self.eval_mode == "index" else []  # match: no LLM, no labels
+            ids = item_vocabulary_tokens(self.tokenizer, self.n_items, config["item_vocabulary_offset"], reserved)
+            self.register_buffer("item_vocab_ids", ids.to(config["device"]), persistent=False)  # [n_items]
+        self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
+        self.set_stage("eval")
+
+    def build_item_path(self, config, d):
+        """Modules between the backbone's item embeddings [n_items, d] and F_I; returns the size F_I reads. None here:
+        F_I reads the CF embeddings."""
+        return d
+
+    def item_inputs(self, items):
+        """[N, d_item] what F_I projects for each item: the raw CF item embeddings here."""
+        return self.backbone.item_embeddings()[items]
+
+    @classmethod
+    def form_parts(cls, config):
+        """The paper's form: projected soft tokens, title generation, a SASRec backbone (and ``item_path_parts``).
+        Each other choice is named (``LLMRecommender.variant``)."""
+        parts = ["vocabulary"] if config["allmrec_token_space"] == "vocabulary" else []
+        parts += cls.item_path_parts(config)
+        parts += super().form_parts(config)
+        weight = float(config["stage2_match_weight"] or 0.0)
+        parts += [f"+ match loss x{weight:g}"] if weight else []
+        parts += [f"{config['cf_model']} backbone"] if config["cf_model"] != "SASRec" else []
+        return parts
+
+    @classmethod
+    def item_path_parts(cls, config):
+        """Names of the item-path choices that differ from the paper's (none here)."""
+        return []
+
+    @classmethod
+    def ranking_options(cls, config):
+        """The token space and whether stage 2 trains the CF match, for ``config.options.check_ranking``."""
+        match_weight = float(config["stage2_match_weight"] or 0.0)
+        return {
+            "token_space": config["allmrec_token_space"] or "projected",
+            "match_trained": config["stage2_objective"] == "match" or match_weight > 0,
+        }
+
+    def match_trained(self):
+        """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""
+        return self.objective == "match" or self.match_weight > 0
+
+    def other_rankings(self):
+        """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it."""
+        return ["match"] if self.match_row and self.match_trained() and self.eval_mode != "match" else []
+
+    def trainable_state_dict(self):
+        """Stage-1 and stage-2 modules (and a trainable text encoder); never the LLM or backbone."""
+        return {
+            f"{name}.{key}": value
+            for name in self._trained_module_names()
+            for key, value in getattr(self, name).state_dict().items()
+        }
+
+    def frozen_parts(self):
+        backbone = sum(p.numel() for p in self.backbone.parameters())
+        return super().frozen_parts() + [(f"CF backbone {self.backbone.name}", backbone)]
+
+    def user_representation(self, users):
+        with torch.no_grad():
+            return self.backbone.user_representation(users["item_seq"], users["item_seq_len"], users["user_id"])
+
+    # --- stages ----------------------------------------------------------------------------
+    def _trained_module_names(self):
+        return list(self.stage2_modules)
+
+    def set_stage(self, stage):
+        """Only the modules of ``stage`` require grad (``eval``: none)."""
+        self.requires_grad_(False)
+        if stage == "stage2":
+            for name in self.stage2_modules:
+                getattr(self, name).requires_grad_(True)
+
+    def training_stages(self):
+        c = self.config
+        return [
+            Stage(
+                "stage2",
+                c["stage2_epochs"],
+                c["stage2_learning_rate"],
+                c["stage2_batch_size"],
+                stage_checkpoint(c, "stage2"),  # a new backbone: new stages
+                validate=c["stage2_validate"],
+                seed_offset=2,
+            )
+        ]
+
+    # --- stage 2 ---------------------------------------------------------------------------------
+    def prompt_texts(self, histories, candidates):
+        # no spaces around the soft tokens: a lone space would cost one LLM token per item
+        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
+
+    def prompt_embeddings(self, input_ids, users, histories, candidates):
+        """Token embeddings with the user token at [UserRep] and an item token after each title: F_U(user) and
+        F_I(item) (``allmrec_token_space: projected``), or the items' vocabulary tokens and the candidate query
+        (``vocabulary``)."""
+        embeds = self.llm.get_input_embeddings()(input_ids)  # [U, Lp, H]
+        device = input_ids.device
+        soft = {  # computed only for the placeholders the templates use
+            USER_TOKEN: lambda: (
+                self._candidate_query(users, candidates)
+                if self.token_space == "vocabulary"
+                else self._user_token(users)
+            ),  # [U, H]
+            HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
+            CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
+        }
+        embeds = embeds.clone()
+        for token, make in soft.items():
+            mask = input_ids == self.token_ids[token]  # [U, Lp]
+            if not mask.any():  # a template without {item_token} / {user_token}: text only there
+                continue
+            values = make()
+            if int(mask.sum()) != len(values):
+                raise ConfigValueError(
+                    f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"
+                )
+            embeds[mask] = values.to(embeds.device, embeds.dtype)
+        return embeds
+
+    def _user_token(self, users):
+        return self.user_projection(self.user_representation(users))  # [U, H] F_U(u)
+
+    def _projected_items(self, items, device):
+        items = torch.as_tensor(items, dtype=torch.long, device=device)
+        return self.item_projection(self.item_inputs(items))  # [N, H] F_I(item)
+
+    def _item_tokens(self, items, device):
+        """[N, H] the token shown for each item: F_I(item), or its vocabulary token (``vocabulary``)."""
+        if self.token_space == "vocabulary":
+            items = torch.as_tensor(items, dtype=torch.long, device=device)
+            return self.llm.get_input_embeddings()(self.item_vocab_ids[items])
+        return self._projected_items(items, device)
+
+    def candidate_match(self, users, candidates):
+        """[U, C] <F_U(u), F_I(z_j)> / sqrt(H) of each prompt's candidates: the trained CF match of the user
+        with each candidate (``vocabulary`` mixes the candidates' tokens by its softmax)."""
+        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
+        user = self._user_token(users)  # [U, H]
+        items = self._projected_items(c.reshape(-1), c.device).view(*c.shape, -1)  # [U, C, H]
+        return (items @ user[:, :, None]).squeeze(-1) / user.shape[-1] ** 0.5  # [U, C]
+
+    def candidate_weights(self, users, candidates):
+        """[U, C] softmax over each prompt's candidates of ``candidate_match`` / ``allmrec_query_temperature`` (below
+        1: a sharper mixture, closer to the one token whose label the LLM copies best)."""
+        return torch.softmax(self.candidate_match(users, candidates) / self.query_temperature, dim=1)  # [U, C]
+
+    def match_loss(self, interaction, target, candidates):
+        """Cross-entropy of ``candidate_match`` over each example's candidates [B, C] against its target [B]."""
+        users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
+        labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
+        return F.cross_entropy(self.candidate_match(users, candidates), labels)
+
+    def auxiliary_loss(self, interaction, target, candidates):
+        """``stage2_match_weight`` x ``match_loss`` on the training prompt's candidates (plugin option; 0 = the
+        paper: F_U / F_I learn only through the LLM's loss)."""
+        return self.match_weight * self.match_loss(interaction, target, candidates) if self.match_weight else None
+
+    def stage2_loss(self, interaction):
+        """``stage2_objective: match`` trains F_U / F_I on ``match_loss`` alone, with no LLM pass (the frozen LLM
+        reads their candidate mixture only when ranking); every other objective is the base class's."""
+        if self.objective != "match":
+            return super().stage2_loss(interaction)
+        target = interaction[self.ITEM_ID]  # [B]
+        candidates = self.drawn("stage2", interaction, "candidates")  # [B, C]
+        self.token_counts["train_examples"] += len(target)
+        return self.match_loss(interaction, target, candidates)
+
+    def _candidate_query(self, users, candidates):
+        """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the
+        answer starts, it makes the LLM copy the label that follows the best-matching candidate's token (its
+        induction heads match repeated tokens; they do not match F_I's free vectors, README)."""
+        c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
+        tokens = self.llm.get_input_embeddings()(self.item_vocab_ids[c])  # [U, C, H]
+        weights = self.candidate_weights(users, candidates).to(tokens.device)  # [U, C] (llm_device_map: its device)
+        return (weights[:, :, None] * tokens).sum(1)  # [U, H]
+
+    def answer_soft(self, items):
+        """F_I(item) inside each candidate's scored answer when ``prompt_answer`` has {item_token}."""
+        return self._projected_items(items, items.device) if self.prompt_builder.answer_item_token else None
+
+    # --- evaluation ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_blocks(self, interaction):
+        """``eval_mode: match`` scores each row by the CF match alone; every other mode through the LLM."""
+        if self.eval_mode == "match":
+            return self.match_scores(interaction)
+        return super().score_blocks(interaction)
+
+    def match_scores(self, interaction):
+        """[R] <F_U(u), F_I(z_item)> / sqrt(H) of each candidate row with its user: ``candidate_match`` without
+        a prompt or an LLM pass (the ranking the vocabulary user token hands to the LLM)."""
+        item_ids = interaction[self.ITEM_ID]  # [R]
+        block, first_rows = user_blocks(interaction[self.USER_ID])  # [R], [U]
+        user = self._user_token(self.user_fields(interaction, first_rows))  # [U, H]
+        items = self._projected_items(item_ids, item_ids.device)  # [R, H]
+        return (items * user[block]).sum(-1) / user.shape[-1] ** 0.5  # [R]
+
+    def _score_rows(self, interaction, rows, owner, first_rows):
+        if self.eval_mode != "generate":
+            return super()._score_rows(interaction, rows, owner, first_rows)
+        return self._generate_rows(interaction, rows, owner, first_rows)
+
+    def _generate_rows(self, interaction, rows, owner, first_rows):
+        """Paper protocol: greedy-generate one title; the matching candidate scores 1 and every other row
+        less, so hit@1 counts exact matches only. A user whose output matches no candidate is scored as a
+        miss: the first row of its block, where RecBole puts the positive, gets the lowest score, so no hit
+        comes from breaking ties. Only hit@1 is meaningful in this mode."""
+        user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        embeds, mask, _ = self.prompt_inputs(interaction, rows, owner, first_rows)
+        generated = self.scorer.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            max_new_tokens=int(self.answer_lengths.max()) + 2,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self._stop_token_ids(),
+        )
+        texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
+        matched = torch.tensor(
+            [bool(a) and (texts[o] == a or texts[o].startswith(a + " ")) for a, o in zip(answers, owner.tolist())],
+            device=rows.device,
+        )  # exact match of the normalised title at the start of the generated text
+        per_user = torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float())  # [U]
+        unmatched = int((per_user == 0).sum())
+        self.generate_counts = [self.generate_counts[0] + unmatched, self.generate_counts[1] + len(first_rows)]
+        getLogger().info(
+            f"eval_mode generate: {self.generate_counts[0]} of {self.generate_counts[1]} generated titles so far "
+            f"matched no candidate"
+        )
+        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647  # [r] in [0, 1)
+        scores = torch.where(matched, torch.ones_like(tie), -1 - tie)
+        miss = (rows == first_rows[owner]) & (per_user[owner] == 0)  # first row of a user with no match
+        return torch.where(miss, torch.full_like(tie, -3.0), scores)
+
+    def _stop_token_ids(self):
+        """EOS, and the token of the answer's closing text (e.g. a closing quote) when it is one token."""
+        stops = [self.tokenizer.eos_token_id]
+        closing = self.prompt_builder.answer.split("{title}")[-1]
+        ids = self.tokenizer(closing, add_special_tokens=False)["input_ids"] if closing else []
+        if len(ids) == 1:
+            stops.append(ids[0])
+        return [t for t in stops if t is not None]
+
+    @torch.inference_mode()
+    def full_sort_predict(self, interaction):
+        """The backbone retrieves the top ``rerank_topk`` unseen items, A-LLMRec scores them; every
+        other item gets -inf."""
+        seq, seq_len, uid = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
+        cf_scores = self.backbone.full_sort_scores(seq, seq_len, uid)  # [B, n_items]
+        cf_scores[:, 0] = -torch.inf
+        cf_scores.scatter_(1, seq, -torch.inf)  # history excluded
+        top = cf_scores.topk(self.rerank_topk, dim=1).indices  # [B, K]
+        k = top.shape[1]
+        rows = Interaction(
+            {
+                self.USER_ID: uid.repeat_interleave(k),
+                self.ITEM_SEQ: seq.repeat_interleave(k, 0),
+                self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
+                self.ITEM_ID: top.reshape(-1),
+            }
+        )
+        scores = torch.full_like(cf_scores, -torch.inf)
+        scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
+        return scores
+
+
+def _normalise(text):
+    return " ".join(text.lower().replace('"', " ").split())
