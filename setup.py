@@ -24,7 +24,7 @@ setup(
     data_files=property_files(),
     python_requires=">=3.9",
     # RecBole 1.2.1 itself is installed with --no-deps by requirements.txt (its ray<=2.6.3 pin has
-    # no wheels for current Pythons; see recbole_llmplugin/compat.py); its other needs are listed here.
+    # no wheels for current Pythons; see docs/compat.md); its other needs are listed here.
     install_requires=[
         "recbole==1.2.1",
         "torch>=2.1",

@@ -62,7 +62,7 @@ def build_tiny_llm(folder, hidden=32, layers=2, seed=0, corpus=None):
 
 def build_tiny_sentence_encoder(folder, dim=24):
     """A random BERT + mean pooling as a sentence-transformers folder."""
-    from sentence_transformers import SentenceTransformer, models as st_models
+    from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
@@ -93,8 +93,14 @@ def build_tiny_sentence_encoder(folder, dim=24):
         )
     ).save_pretrained(bert_dir)
     tokenizer.save_pretrained(bert_dir)
-    transformer = st_models.Transformer(str(bert_dir), max_seq_length=64)
-    pooling = st_models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    try:  # sentence-transformers 6 moved its modules (the old path warns)
+        from sentence_transformers.base.modules import Transformer
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
+    transformer = Transformer(str(bert_dir), max_seq_length=64)
+    dimension = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    pooling = Pooling(dimension(), pooling_mode="mean")
     encoder = SentenceTransformer(modules=[transformer, pooling], device="cpu")
     encoder.save(str(Path(folder) / "st"))
     return str(Path(folder) / "st")

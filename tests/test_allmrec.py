@@ -511,7 +511,7 @@ def _stage_files(allmrec_config, **overrides):
 
 
 def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_llm, tmp_path):
-    """Stage checkpoints are named by the whole resolved config minus run-local keys (identity.py): any
+    """Stage checkpoints are named by the whole resolved config minus run-local keys (config/identity.py): any
     property that changes what is trained gives fresh stages, run-local ones reuse them."""
     import shutil
 
@@ -519,7 +519,7 @@ def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_l
     other_llm = shutil.copytree(tiny_llm, tmp_path / "same-llm-elsewhere")
     for key, value in [
         ("item_text_max_tokens", 3),
-        ("prompt_item_separator", " | "),  # the stale-reuse probe of issue 9
+        ("prompt_item_separator", " | "),  # prompt wording: a stage trained on other prompts is not reused
         ("prompt_bos", False),
         ("prompt_template", "{user_token}{history} -> {candidates}: "),
         ("llm_path", str(other_llm)),

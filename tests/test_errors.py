@@ -409,10 +409,11 @@ def test_pairwise_model_gets_its_negatives_back(workdir, tiny_config, caplog):
     assert "BPR is a pairwise model: training negatives turned back on" in caplog.text
 
 
-def test_the_readme_counts_these_cases():
+def test_the_errors_page_counts_these_cases():
     import re
 
-    counted = re.search(r"`tests/test_errors.py` runs (\d+) cases", (REPO / "README.md").read_text(encoding="utf-8"))
+    page = (REPO / "docs" / "errors.md").read_text(encoding="utf-8")
+    counted = re.search(r"`tests/test_errors.py` runs (\d+) cases", page)
     assert counted and int(counted.group(1)) == len(CASES)
 
 

@@ -214,7 +214,7 @@ def test_cf_tokens_carry_the_signal(workdir, markov, tiny_encoder, llm_only, mod
 
 
 def test_text_chart_places_points_and_reference_lines():
-    """The README's learning-curve chart: log-x columns, y rows from the top, one marker per series."""
+    """The learning-curve chart: log-x columns, y rows from the top, one marker per series."""
     from recbole_llmplugin.tools.learning_curve import text_chart
 
     chart = text_chart(
@@ -226,3 +226,31 @@ def test_text_chart_places_points_and_reference_lines():
     assert grid[0][round(0.477 * 20)] == "b"  # log10(3) of the way from 100 to 1000
     assert set(grid[10 - 8]) == {"-"}  # the reference line at 0.4
     assert "--- SASRec: 0.400" in chart and " b  high: 0.500 at 300" in chart
+
+
+def test_learning_curve_records_each_point_and_resumes_after_the_last(workdir, allmrec_config, monkeypatch):
+    """``python -m recbole_llmplugin.tools.learning_curve``: one evaluated point per count of training examples; a
+    second command with one more point resumes after the last finished one and keeps the earlier points."""
+    import json
+    import sys
+
+    import yaml
+
+    from conftest import TINY_DATASET
+    from recbole_llmplugin.tools import learning_curve
+
+    settings = {**allmrec_config, "stage2_batch_size": 4, "state": "INFO", "eval_user_sample": 10}
+    (workdir / "curve.yaml").write_text(yaml.safe_dump(settings))
+    argv = ["--model=MLPLLM", f"--dataset={TINY_DATASET}", "--config_files=curve.yaml", "--label=mlp"]
+    argv += ["--output=curve", "--train_users=5"]
+    monkeypatch.setattr(sys, "argv", ["learning_curve"])
+    assert learning_curve.main(argv + ["--points=4,8"]) == 0
+    first = json.loads((workdir / "curve" / "curve.json").read_text())["mlp"]["points"]
+    assert sorted(first, key=int) == ["4", "8"] and (workdir / "curve" / "curve.md").is_file()
+    assert first["8"]["test"]["users"] == 10 and first["8"]["train_users"]["users"] == 5
+    monkeypatch.setattr(sys, "argv", ["learning_curve"])
+    learning_curve.main(argv + ["--points=4,8,12"])
+    second = json.loads((workdir / "curve" / "curve.json").read_text())["mlp"]["points"]
+    # resumed: the points already recorded (their training seconds included) are kept, not trained again
+    assert sorted(second, key=int) == ["4", "8", "12"] and second["8"] == first["8"]
+    assert second["12"]["train_seconds"] >= first["8"]["train_seconds"]

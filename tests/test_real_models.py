@@ -24,7 +24,7 @@ def chance_bound(n, candidates=20, z=3.0):
 
 @pytest.mark.parametrize("weights", ["target", "uniform"])
 def test_smollm2_copies_the_label_of_the_weighted_candidate(workdir, allmrec_config, weights):
-    """Why ``allmrec_token_space: vocabulary`` carries the CF signal (README): with items shown as ordinary
+    """Why ``allmrec_token_space: vocabulary`` carries the CF signal (docs/allmrec.md): with items shown as ordinary
     tokens, SmolLM2, frozen and untrained, answers the label of the candidate whose token the query mixture
     weights most (its induction heads copy what followed a repeated token). All weight on the target: the label
     is right far above chance (1 + 9 candidates); uniform weights: chance."""

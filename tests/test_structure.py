@@ -1,5 +1,5 @@
 """Package structure: no import circle, models that never import the entry points; explicit registration, also of a
-model written outside the package with the README's steps only."""
+model written outside the package with the documented steps only."""
 
 import ast
 import subprocess
@@ -105,7 +105,7 @@ def test_importing_the_package_registers_its_models():
 
 
 def test_model_written_outside_the_package(workdir, tiny_config):
-    """The README's steps: a model file, a property file, one register_model line; then run it by name."""
+    """The documented steps (docs/development.md): a model file, a property file, one register_model line; then run it by name."""
     (workdir / "echo_rec.py").write_text(textwrap.dedent('''
         from recbole_llmplugin.model.llm_recommender.llm_only import LLMOnly
 

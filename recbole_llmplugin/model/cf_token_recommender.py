@@ -254,7 +254,7 @@ class CFTokenRecommender(LLMRecommender):
     def _candidate_query(self, users, candidates):
         """[U, H] ``vocabulary``: the candidates' vocabulary tokens mixed by ``candidate_weights``. Read where the
         answer starts, it makes the LLM copy the label that follows the best-matching candidate's token (its
-        induction heads match repeated tokens; they do not match F_I's free vectors, README)."""
+        induction heads match repeated tokens; they do not match F_I's free vectors, docs/allmrec.md)."""
         c = torch.as_tensor(candidates, dtype=torch.long, device=self.device)  # [U, C]
         tokens = self.llm.get_input_embeddings()(self.item_vocab_ids[c])  # [U, C, H]
         weights = self.candidate_weights(users, candidates).to(tokens.device)  # [U, C] (llm_device_map: its device)

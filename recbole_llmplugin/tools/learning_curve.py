@@ -116,7 +116,7 @@ def write_results(path, results):
 
 
 def text_chart(series, references, width=56, height=14, top=None):
-    """A plain-text chart of hit@1 against training examples (log scale), readable in a terminal or a README
+    """A plain-text chart of hit@1 against training examples (log scale), readable in a terminal or a Markdown page
     code block: ``series`` {name: [(examples, hit@1)]} drawn with markers a, b, c ...; ``references``
     {name: hit@1} as horizontal lines of -, =, ~ ..."""
     xs = [x for points in series.values() for x, _ in points]
@@ -245,8 +245,11 @@ def backbone_reference(model_class, config, config_files, overrides):
     cf_config, _ = build_config(cf_model, config["dataset"], config_files, cf_overrides)
     init_seed(cf_config["seed"], cf_config["reproducibility"])
     _, train_data, _, test_data = prepare_data(cf_config)
-    cf = get_model_class(cf_model)(cf_config, train_data._dataset).to(cf_config["device"])
-    restore(cf, load_checkpoint(config["cf_checkpoint"], map_location=cf_config["device"]))
+    checkpoint = load_checkpoint(config["cf_checkpoint"], map_location=cf_config["device"])
+    # the backbone's own hyper-parameters (a given cf_checkpoint may have been trained with other files), this run's
+    # data, users and candidates
+    cf = get_model_class(cf_model)(checkpoint["config"], train_data._dataset).to(cf_config["device"])
+    restore(cf, checkpoint)
     cf.eval()
     with torch.no_grad():
         ranks = rank_loader(cf, test_data)
@@ -263,6 +266,63 @@ def llm_only_reference(dataset, config_files):
     return {"model": "LLMOnly", **metrics_from_ranks(rank_loader(model, test_data))}
 
 
+def _last_stage(config, model_class):
+    """Model, optimizer, loader and test data of a run whose earlier stages are trained (or reused) as in a normal
+    run, ready to train its last stage step by step."""
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    _, train_data, _, test_data = prepare_data(config)
+    init_seed(config["seed"], config["reproducibility"])
+    model = model_class(config, train_data._dataset).to(config["device"])
+    trainer = StagedTrainer(config, model)
+    stages = model.training_stages()
+    for stage in stages[:-1]:
+        trainer._fit_stage(stage, train_data, None, True, config["show_progress"], None)
+    stage = stages[-1]
+    init_seed(config["seed"] + stage.seed_offset, config["reproducibility"])
+    trainer._reset_for(stage)
+    return model, trainer.optimizer, model.stage_train_loader(stage, train_data), test_data
+
+
+def _resume(model, optimizer, output, label, run_result):
+    """(examples, training seconds) of the last finished point, its weights and optimizer state loaded; (0, 0.0)
+    when nothing is finished."""
+    finished = sorted(run_result["points"].values(), key=lambda p: p["examples"])
+    weights_file = output / f"{label}.safetensors"
+    if not (finished and weights_file.is_file()):
+        return 0, 0.0
+    model.load_trainable_state_dict(load_file(str(weights_file)))
+    optimizer_file = output / f"{label}.optimizer.pt"
+    if optimizer_file.is_file():
+        optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True))
+    getLogger().info(f"learning curve {label}: resuming after {finished[-1]['examples']} examples")
+    return finished[-1]["examples"], finished[-1]["train_seconds"]
+
+
+def _evaluate_point(model, test_data, probe, done, train_seconds):
+    """The figures of one point: test metrics, the training users' metrics, seconds and token counts."""
+    model.eval()
+    start = time.time()
+    test = metrics_from_ranks(rank_loader(model, test_data))
+    eval_seconds = time.time() - start
+    return {
+        "examples": done,
+        "train_seconds": train_seconds,
+        "test": test,
+        "train_users": metrics_from_ranks(rank_probe(model, probe)),
+        "test_eval_seconds_per_user": eval_seconds / max(test["users"], 1),
+        **model.token_stats(),
+    }
+
+
+def _save_point(output, label, model, optimizer, results):
+    """The weights and optimizer state after a point, and the results so far, each written whole."""
+    weights = {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}
+    atomic_write(str(output / f"{label}.safetensors"), lambda tmp: save_file(weights, tmp))
+    atomic_write(str(output / f"{label}.optimizer.pt"), lambda tmp: torch.save(optimizer.state_dict(), tmp))
+    write_results(output / "curve.json", results)
+
+
 def run(
     model_name,
     dataset,
@@ -276,32 +336,13 @@ def run(
     with_llm_only=False,
 ):
     output.mkdir(parents=True, exist_ok=True)
-    results_path = output / "curve.json"
-    results = load_results(results_path)
+    results = load_results(output / "curve.json")
     config, model_class = build_config(model_name, dataset, config_files)
     backbone = backbone_reference(model_class, config, config_files, {})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    model, optimizer, loader, test_data = _last_stage(config, model_class)
     logger = getLogger()
-    _, train_data, _, test_data = prepare_data(config)
-    init_seed(config["seed"], config["reproducibility"])
-    model = model_class(config, train_data._dataset).to(config["device"])
-    trainer = StagedTrainer(config, model)
-    stages = model.training_stages()
-    for stage in stages[:-1]:  # earlier stages: trained or reused as in a normal run
-        trainer._fit_stage(stage, train_data, None, True, config["show_progress"], None)
-    stage = stages[-1]
-    init_seed(config["seed"] + stage.seed_offset, config["reproducibility"])
-    trainer._reset_for(stage)
-    optimizer = trainer.optimizer
-    loader = model.stage_train_loader(stage, train_data)
-    probe = training_probe(
-        model,
-        loader,
-        train_users,
-        model.n_candidates if model.eval_negatives is None else model.eval_negatives + 1,
-        probe_seed,
-    )
+    shown = model.n_candidates if model.eval_negatives is None else model.eval_negatives + 1
+    probe = training_probe(model, loader, train_users, shown, probe_seed)
 
     run_result = results.setdefault(
         label, {"model": model_name, "dataset": dataset, "overrides": overrides, "points": {}}
@@ -309,20 +350,11 @@ def run(
     run_result["backbone"] = backbone
     if with_llm_only and not run_result.get("llm_only"):
         run_result["llm_only"] = llm_only_reference(dataset, config_files)
-        write_results(results_path, results)
+        write_results(output / "curve.json", results)
     if model.eval_negatives:
         run_result["chance_hit@1"] = 1.0 / (model.eval_negatives + 1)
-    weights_file = output / f"{label}.safetensors"
-    done, seen, train_seconds = 0, 0, 0.0
-    finished = sorted(run_result["points"].values(), key=lambda p: p["examples"])
-    if finished and weights_file.is_file():
-        last = finished[-1]
-        model.load_trainable_state_dict(load_file(str(weights_file)))
-        optimizer_file = output / f"{label}.optimizer.pt"
-        if optimizer_file.is_file():
-            optimizer.load_state_dict(torch.load(optimizer_file, weights_only=True))
-        done, train_seconds = last["examples"], last["train_seconds"]
-        logger.info(f"learning curve {label}: resuming after {done} examples")
+    done, train_seconds = _resume(model, optimizer, output, label, run_result)
+    seen = 0
     todo = [p for p in points if p > done]
     progress = tqdm(
         total=max(todo, default=done),
@@ -337,8 +369,7 @@ def run(
                 continue
             model.train()
             start = time.time()
-            batch = batch.to(model.device)
-            loss = model.total_loss(model.calculate_loss(batch))  # parts: LLM objective, auxiliary loss
+            loss = model.total_loss(model.calculate_loss(batch.to(model.device)))  # parts: LLM objective, auxiliary
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -350,35 +381,13 @@ def run(
             if done % 50 < len(batch):
                 logger.info(f"learning curve {label}: {done} examples, loss {loss.item():.4f}, {train_seconds:.0f} s")
             if done >= todo[0]:
-                model.eval()
-                eval_start = time.time()
-                test = metrics_from_ranks(rank_loader(model, test_data))
-                eval_seconds = time.time() - eval_start
-                train_side = metrics_from_ranks(rank_probe(model, probe))
-                point = {
-                    "examples": done,
-                    "train_seconds": train_seconds,
-                    "test": test,
-                    "train_users": train_side,
-                    "test_eval_seconds_per_user": eval_seconds / max(test["users"], 1),
-                    **model.token_stats(),
-                }
+                point = _evaluate_point(model, test_data, probe, done, train_seconds)
                 run_result["points"][str(done)] = point
-                atomic_write(
-                    str(weights_file),
-                    lambda tmp: save_file(
-                        {k: v.detach().contiguous().cpu() for k, v in model.trainable_state_dict().items()}, tmp
-                    ),
-                )
-                atomic_write(str(output / f"{label}.optimizer.pt"), lambda tmp: torch.save(optimizer.state_dict(), tmp))
-                write_results(results_path, results)
+                _save_point(output, label, model, optimizer, results)
                 logger.info(f"learning curve {label} @ {done} examples: {json.dumps(point)}")
-                while todo and done >= todo[0]:
-                    todo.pop(0)
+                todo = [p for p in todo if p > done]
                 if not todo:
                     break
-        else:
-            continue
     progress.close()
     table = draw(output, results)
     print(table)

@@ -7,7 +7,6 @@ boundary it writes a resume state (weights, optimizer, every RNG) and claims the
 """
 
 import contextlib
-import importlib
 import os
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from recbole_llmplugin.trainer.checkpoints import (
 )
 from recbole_llmplugin.trainer import distributed
 from recbole_llmplugin.trainer.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
+from recbole_llmplugin.utils.compat import tensorboard_on_main_only
 from recbole_llmplugin.utils.errors import ConfigValueError, UnreadableFileError
 from recbole_llmplugin.utils.files import set_aside
 from recbole_llmplugin.config.identity import artefact_digest
@@ -56,7 +56,7 @@ class LLMTrainer(Trainer):
 
     def __init__(self, config, model):
         # no DDP over the whole model (the frozen LLM): see wrap_trained; a TensorBoard log from the main process only
-        with single_process_view(config), _tensorboard_on_main():
+        with single_process_view(config), tensorboard_on_main_only():
             super().__init__(config, model)
         self.saved_model_file = unique_checkpoint_name(self.saved_model_file, ".safetensors")
         self.micro_batch_size = config["llm_micro_batch_size"]
@@ -226,26 +226,6 @@ class LLMTrainer(Trainer):
         return self.evaluator.evaluate(distributed.gather_struct(self.eval_collector.get_data_struct()))
 
 
-class _NoTensorBoard:
-    """Takes RecBole's TensorBoard calls and writes nothing (the other processes of a data-parallel run)."""
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-@contextlib.contextmanager
-def _tensorboard_on_main():
-    """RecBole's Trainer opens a TensorBoard writer (a file) in every process: only the main one keeps a real one."""
-    module = importlib.import_module("recbole.trainer.trainer")
-    original = module.get_tensorboard
-    if not is_main():
-        module.get_tensorboard = lambda logger: _NoTensorBoard()
-    try:
-        yield
-    finally:
-        module.get_tensorboard = original
-
-
 def _scaled(loss, weight):
     return tuple(part * weight for part in loss) if isinstance(loss, tuple) else loss * weight
 
@@ -260,7 +240,7 @@ def _added(loss, other):
 
 def stage_checkpoint(config, name):
     """``<checkpoint_dir>/<model>/<dataset>-<name>-<hash>.safetensors``, hashed by the one identity rule
-    (``identity.artefact_digest``): same config (minus run-local keys), data and backbone -> same checkpoint."""
+    (``config.identity.artefact_digest``): same config (minus run-local keys), data and backbone -> same checkpoint."""
     key = artefact_digest(config)
     return os.path.join(
         config["checkpoint_dir"], config["model"].lower(), f"{config['dataset']}-{name}-{key}.safetensors"

@@ -6,6 +6,7 @@ RecBole is forked or vendored.
 """
 
 import collections
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -216,6 +217,28 @@ def _fix_popularity_counts():
 
     data_collect._recbole_llmplugin = True
     collector.data_collect = data_collect
+
+
+class _NoTensorBoard:
+    """Takes RecBole's TensorBoard calls and writes nothing (the other processes of a data-parallel run)."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def tensorboard_on_main_only():
+    """RecBole's Trainer opens a TensorBoard writer (a file) in every process: only the main one keeps a real one."""
+    from recbole_llmplugin.trainer.distributed import is_main
+
+    module = importlib.import_module("recbole.trainer.trainer")
+    original = module.get_tensorboard
+    if not is_main():
+        module.get_tensorboard = lambda logger: _NoTensorBoard()
+    try:
+        yield
+    finally:
+        module.get_tensorboard = original
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,8 +1,8 @@
 """Model registry: plugin models by name, falling back to RecBole's own ``get_model``.
 
 RecBole's ``get_model`` only searches ``recbole.model``. Plugin models are registered explicitly, one
-``register_model`` call each: the package's own in ``recbole_llmplugin/models/__init__.py``, yours anywhere
-before the run::
+``register_model`` call each: the package's own in ``model/llm_recommender/__init__.py`` (which importing the
+package runs), yours anywhere before the run::
 
     register_model(MyLLMRec, properties="my_llm_rec.yaml")
 

@@ -17,8 +17,8 @@ Stage 2, evaluation and the plugin's options beside the paper's form live in the
 
 Reference code: https://github.com/ghdtjr/A-LLMRec
 
-NOTE: differences from the paper and the reference code (README, "A-LLMRec here, in the paper and in the
-official code"):
+NOTE: differences from the paper and the reference code (docs/allmrec.md, "Here, in the paper and in
+the official code"):
 - ``allmrec_architecture: official`` (default) builds the reference code's modules, which the paper does not
   specify: Linear+Sigmoid encoders and Linear decoders in stage 1 (BCE on the mean of user x decoded item),
   Linear-LayerNorm-LeakyReLU/GELU-Linear F_U / F_I with xavier-normal weights; ``paper`` builds 2-layer GELU
@@ -32,7 +32,7 @@ official code"):
 - ``allmrec_token_space: vocabulary`` (plugin option, ``eval_mode: index``): items are shown as ordinary LLM
   tokens and the user token ending the prompt is the candidates' tokens mixed by softmax <F_U(u), F_I(z_j)>,
   so the frozen LLM's copy (induction) circuit answers the best-matching candidate's label; the paper's free
-  soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (README, "The vocabulary form").
+  soft tokens (``projected``, default) are not read by SmolLM2 within a CPU budget (docs/allmrec.md, "Token spaces").
   In that form with ``stage2_objective: match`` the trained part is a CF two-tower match that the frozen LLM copies;
   ``eval_mode: match`` ranks by that match alone, and ``eval_match_row`` reports it beside the LLM-ranked row.
   ``allmrec_query_temperature`` sharpens that mixture; ``stage2_objective: match`` trains F_U / F_I on the
