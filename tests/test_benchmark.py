@@ -1,6 +1,7 @@
 """Benchmark harness: aggregation, failure isolation, restart skipping, outputs (with a fake runner)."""
 
 import csv
+import os
 
 import pytest
 import yaml
@@ -244,3 +245,36 @@ def test_every_run_is_checked_before_the_first_one(workdir, tiny_config, extra, 
     with pytest.raises(ConfigValueError, match=message.replace("?", r"\?")):
         run_benchmark(path)
     assert not list(workdir.glob("results/**/*.*")) and not list(workdir.glob("saved/**/*.*"))  # nothing ran
+
+
+def _shipped(kind):
+    from conftest import REPO
+
+    files = sorted((REPO / "properties" / "benchmark").glob("*.yaml"))
+    return [f for f in files if ("benchmark_models" in yaml.safe_load(f.read_text(encoding="utf-8"))) == (kind == "b")]
+
+
+def _dataset_present(name):
+    """ml-100k ships with recbole; the Amazon profiles read ``data_path: dataset/`` of the working folder, where
+    ``python -m recbole_llmplugin.data.amazon`` writes them."""
+    return name == "ml-100k" or os.path.isdir(os.path.join("dataset", name))
+
+
+@pytest.mark.parametrize("path", _shipped("b"), ids=lambda p: p.name)
+def test_every_shipped_benchmark_file_passes_its_checks(workdir, path):
+    """Each benchmark file in properties/benchmark/ names known models and valid properties for every entry (the
+    Amazon ones when their converted data is there)."""
+    from recbole_llmplugin.tools.benchmark import check_runs, load_spec
+
+    spec = load_spec(str(path))
+    if not all(_dataset_present(d) for d in spec["benchmark_datasets"]):
+        pytest.skip(f"{spec['benchmark_datasets']} not converted here (python -m recbole_llmplugin.data.amazon)")
+    check_runs(spec, str(path))
+
+
+@pytest.mark.parametrize("path", [p for p in _shipped("p") if "beauty" not in p.name], ids=lambda p: p.name)
+def test_every_shipped_property_file_builds_an_allmrec_config(workdir, path):
+    from recbole_llmplugin.quick_start.quick_start import build_config
+
+    config, _ = build_config("ALLMRec", "ml-100k", [str(path)])
+    assert config["eval_candidates"] == "fixed"
