@@ -36,7 +36,7 @@ def test_recbole_trainer_loads_pickled_checkpoints_with_recbole_types_only(tmp_p
     path = tmp_path / "ckpt.pth"
     state = {"state_dict": {"w": torch.ones(2)}, "type": ModelType.SEQUENTIAL, "n": np.int64(3)}
     torch.save(state, path, pickle_protocol=4)  # as RecBole saves: the weights-only loader cannot read protocol 4
-    with pytest.raises(Exception):
+    with pytest.raises(Exception), pytest.warns(UserWarning, match="pickle protocol 4"):
         torch.load(path)  # torch's own default stays weights_only=True
     loaded = trainer_module.torch.load(path)
     assert loaded["type"] is ModelType.SEQUENTIAL and torch.equal(loaded["state_dict"]["w"], torch.ones(2))

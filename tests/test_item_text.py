@@ -1,4 +1,5 @@
 from conftest import REPO, TINY_DATASET
+from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.data.item_text import ItemTextStore, read_item_file
 from recbole_llmplugin.model.layers.llm_loading import load_tokenizer
 from recbole_llmplugin.quick_start.quick_start import build_config
@@ -7,7 +8,8 @@ from recbole.data import create_dataset
 
 def _dataset(tiny_config, **overrides):
     config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, **overrides})
-    return config, create_dataset(config)
+    with recbole_warnings_quiet():  # RecBole's Dataset._fill_nan (docs/compat.md)
+        return config, create_dataset(config)
 
 
 def test_titles_round_trip_exactly_including_non_ascii(workdir, tiny_config):

@@ -28,6 +28,7 @@ from recbole.utils import (
 from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
 from recbole_llmplugin.trainer.distributed import is_main, single_process_view
+from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.sampler.eval_candidates import (
     CandidateSource,
@@ -61,7 +62,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     check_user_files(config_file_list)  # missing / unparsable files: one line naming the file, before RecBole
     files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
     try:
-        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+        with recbole_warnings_quiet():
+            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
     except (ValueError, TypeError) as error:  # RecBole's own property checks, e.g. CE loss with train negatives
         _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
@@ -70,7 +72,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
-        config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+        with recbole_warnings_quiet():
+            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
         getLogger().warning(
             f"{model_class.__name__} is a pairwise model: training negatives turned back on "
             f"(train_neg_sample_args: {PAIRWISE_NEGATIVES}); the shared properties turn them off for sequential models"
@@ -99,7 +102,8 @@ def _check_dataset_alone(dataset, files, config_dict):
     """``check_dataset`` under the same properties for a model RecBole checks nothing of (``Pop``): the data path
     of a run whose model's properties RecBole refused."""
     try:
-        config = Config(model="Pop", dataset=dataset, config_file_list=files, config_dict=config_dict)
+        with recbole_warnings_quiet():
+            config = Config(model="Pop", dataset=dataset, config_file_list=files, config_dict=config_dict)
     except (ValueError, TypeError, NotImplementedError):  # the same refusal: reported by the caller
         return
     check_dataset(config)
@@ -188,7 +192,8 @@ def prepare_data(config):
     itself); a RecBole model's get RecBole's per-process shards."""
     logger = getLogger()
     try:
-        dataset = create_dataset(config)
+        with recbole_warnings_quiet():
+            dataset = create_dataset(config)
     except ValueError as error:
         if not str(error).startswith("Some feat is empty"):
             raise
@@ -200,7 +205,8 @@ def prepare_data(config):
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     apply_eval_user_sample(config, dataset)
     with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+        with recbole_warnings_quiet():
+            train_data, valid_data, test_data = data_preparation(config, dataset)
     apply_eval_candidates(config, dataset, valid_data, test_data, source)
     return dataset, train_data, valid_data, test_data
 
@@ -226,15 +232,17 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     init_seed(config["seed"] + (0 if plugin else config["local_rank"]), config["reproducibility"])
     model_obj = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
-    trainer = get_trainer_class(config, model_class)(config, model_obj)
+    with recbole_warnings_quiet():
+        trainer = get_trainer_class(config, model_class)(config, model_obj)
     evaluator = use_standard_errors(trainer, config)
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
     fit_start = time.time()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    with recbole_warnings_quiet():  # RecBole's _train_epoch builds a deprecated GradScaler each epoch
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
     fit_seconds = time.time() - fit_start
     eval_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
@@ -344,7 +352,8 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     restore(
         model_obj, load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
     )
-    trainer = get_trainer_class(config, model_class)(config, model_obj)
+    with recbole_warnings_quiet():
+        trainer = get_trainer_class(config, model_class)(config, model_obj)
     evaluator = use_standard_errors(trainer, config)
     start = time.time()
     result = trainer.evaluate(test_data, load_best_model=False)

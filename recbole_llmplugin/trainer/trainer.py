@@ -30,7 +30,7 @@ from recbole_llmplugin.trainer.checkpoints import (
 )
 from recbole_llmplugin.trainer import distributed
 from recbole_llmplugin.trainer.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
-from recbole_llmplugin.utils.compat import tensorboard_on_main_only
+from recbole_llmplugin.utils.compat import recbole_warnings_quiet, tensorboard_on_main_only
 from recbole_llmplugin.utils.errors import ConfigValueError, UnreadableFileError
 from recbole_llmplugin.utils.files import set_aside
 from recbole_llmplugin.config.identity import artefact_digest
@@ -56,7 +56,7 @@ class LLMTrainer(Trainer):
 
     def __init__(self, config, model):
         # no DDP over the whole model (the frozen LLM): see wrap_trained; a TensorBoard log from the main process only
-        with single_process_view(config), tensorboard_on_main_only():
+        with single_process_view(config), tensorboard_on_main_only(), recbole_warnings_quiet():
             super().__init__(config, model)
         self.saved_model_file = unique_checkpoint_name(self.saved_model_file, ".safetensors")
         self.micro_batch_size = config["llm_micro_batch_size"]
@@ -84,7 +84,8 @@ class LLMTrainer(Trainer):
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss_func = self.shared_loss(loss_func or self.model.calculate_loss)
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        with recbole_warnings_quiet():
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
     def shared_loss(self, loss_func):
         """``loss_func`` over this process's share of each batch, in micro-batches of ``llm_micro_batch_size`` rows

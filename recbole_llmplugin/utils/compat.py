@@ -11,6 +11,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import types
 import warnings
@@ -217,6 +218,32 @@ def _fix_popularity_counts():
 
     data_collect._recbole_llmplugin = True
     collector.data_collect = data_collect
+
+
+# Warnings RecBole 1.2.1 itself raises under the current stack, for things the plugin cannot change and that do not
+# change a result: (category, message start, why it is harmless)
+RECBOLE_WARNINGS = (
+    # Config evaluates every string value given on the command line or in config_dict; a text such as a template
+    # "{title} ({year})" compiles as a call on a set before it is kept as the string it is
+    (SyntaxWarning, "'set' object is not callable", "RecBole's Config eval() of a string value"),
+    # Dataset._fill_nan fills missing values with a chained fillna(inplace=True), which pandas < 3 still applies
+    # (pandas 3, where it would not, is refused on import)
+    (FutureWarning, "A value is trying to be set on a copy of a DataFrame", "RecBole's Dataset._fill_nan"),
+    # the sequential dataset's augmentation calls numpy functions (argsort, ...) on torch tensors
+    (DeprecationWarning, "__array_wrap__ must accept context", "RecBole's SequentialDataset.data_augmentation"),
+    # Trainer._train_epoch builds a torch.cuda.amp.GradScaler, disabled unless enable_scaler
+    (FutureWarning, "`torch.cuda.amp.GradScaler(args...)` is deprecated", "RecBole's Trainer._train_epoch"),
+)
+
+
+@contextlib.contextmanager
+def recbole_warnings_quiet():
+    """Around calls into RecBole (Config, create_dataset, data_preparation, its Trainer and training epochs): its
+    known warnings above are not shown; every other warning is."""
+    with warnings.catch_warnings():
+        for category, message, _ in RECBOLE_WARNINGS:
+            warnings.filterwarnings("ignore", message=re.escape(message), category=category)
+        yield
 
 
 class _NoTensorBoard:

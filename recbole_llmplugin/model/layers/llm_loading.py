@@ -283,6 +283,8 @@ def eval_copy(llm, quantization):
         # torch marks torch.ao.quantization deprecated in favour of torchao, a separate package; torch itself still
         # ships dynamic int8 quantisation and no successor of it (docs/compat.md)
         warnings.filterwarnings("ignore", message="torch.ao.quantization is deprecated", category=DeprecationWarning)
+        # and says its quantize_per_tensor will move there too
+        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
         from torch.ao.quantization import quantize_dynamic
 
         return quantize_dynamic(copy.deepcopy(llm), {torch.nn.Linear}, dtype=torch.qint8)

@@ -7,6 +7,8 @@ generation) and ranked by the same candidate scorer. The adapter is saved as a p
 checkpoint.
 """
 
+import warnings
+
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
 from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer, stage_checkpoint
@@ -46,7 +48,12 @@ class TALLRec(LLMRecommender):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        self.llm = get_peft_model(self.llm, lora)
+        with warnings.catch_warnings():
+            # peft reads the LLM's is_gradient_checkpointing, which transformers deprecates for another name
+            warnings.filterwarnings(
+                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+            )
+            self.llm = get_peft_model(self.llm, lora)
         self.scorer.llm = self.llm
         self.set_stage("eval")
 
