@@ -21,7 +21,7 @@ from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.data.item_text import ItemTextStore
 from recbole_llmplugin.model.layers.llm_loading import enable_checkpointing, eval_copy, load_llm
 from recbole_llmplugin.data.prompts import PromptBuilder
-from recbole_llmplugin.trainer.trainer import LLMTrainer
+from recbole_llmplugin.trainer.trainer import LLMTrainer, Stage, stage_checkpoint
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
 DRAWN = "drawn_"  # prefix of the fields that ``add_draws`` adds to a training batch: its random draws
@@ -217,6 +217,20 @@ class LLMRecommender(SequentialRecommender):
     def stage_names(self):
         """Names of the model's training stages, in order (``training_stages``; none for a model that trains nothing)."""
         return ("stage2",) if self.trains_stage2 else ()
+
+    def stage2(self, checkpoint_name="stage2"):
+        """The LLM-facing stage, from the ``stage2_*`` properties; its checkpoint file is named ``checkpoint_name``
+        (a new backbone or any other trained-on property gives a new file: ``stage_checkpoint``)."""
+        c = self.config
+        return Stage(
+            "stage2",
+            c["stage2_epochs"],
+            c["stage2_learning_rate"],
+            c["stage2_batch_size"],
+            stage_checkpoint(c, checkpoint_name),
+            validate=c["stage2_validate"],
+            seed_offset=2,
+        )
 
     def trained_parameters(self):
         """{stage: {module: parameters it trains}}, read from ``set_stage`` (LoRA layers inside the LLM: ``llm LoRA``)."""

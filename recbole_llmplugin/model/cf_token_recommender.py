@@ -22,7 +22,7 @@ from recbole_llmplugin.config.options import OPTIONS
 from recbole_llmplugin.data.prompts import item_vocabulary_tokens
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender, prompt_order, user_blocks
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
-from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer, stage_checkpoint
+from recbole_llmplugin.trainer.trainer import StagedTrainer
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
@@ -157,18 +157,7 @@ class CFTokenRecommender(LLMRecommender):
                 getattr(self, name).requires_grad_(True)
 
     def training_stages(self):
-        c = self.config
-        return [
-            Stage(
-                "stage2",
-                c["stage2_epochs"],
-                c["stage2_learning_rate"],
-                c["stage2_batch_size"],
-                stage_checkpoint(c, "stage2"),  # a new backbone: new stages
-                validate=c["stage2_validate"],
-                seed_offset=2,
-            )
-        ]
+        return [self.stage2()]
 
     # --- stage 2 ---------------------------------------------------------------------------------
     def prompt_texts(self, histories, candidates):

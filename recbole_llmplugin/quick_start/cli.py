@@ -9,6 +9,20 @@ INTERRUPTED = (
 )
 
 
+def _one_line_errors(call, *args):
+    """(None, call(*args)); or (2, None) after one ``error:`` line for a plugin error, (130, None) after Ctrl-C."""
+    from recbole_llmplugin.utils.errors import PluginError
+
+    try:
+        return None, call(*args)
+    except PluginError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130, None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="run_recbole_llm.py",
@@ -46,15 +60,8 @@ def main(argv=None):
     if args.benchmark:
         from recbole_llmplugin.tools.benchmark import run_benchmark
 
-        try:
-            rows = run_benchmark(args.benchmark)
-        except PluginError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print(INTERRUPTED, file=sys.stderr)
-            return 130
-        return 0 if all(r["failed"] == 0 for r in rows) else 1
+        code, rows = _one_line_errors(run_benchmark, args.benchmark)
+        return code if code is not None else (0 if all(r["failed"] == 0 for r in rows) else 1)
 
     from recbole_llmplugin.quick_start.compare import comparison_table
     from recbole_llmplugin.trainer.distributed import run_launched
@@ -77,14 +84,9 @@ def main(argv=None):
             return 2
     # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
     run = (models, args.dataset, config_files, len(models) > 1 and not launch)
-    try:
-        results = run_launched(_run_models, run, args.nproc, launch)
-    except PluginError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
+    code, results = _one_line_errors(run_launched, _run_models, run, args.nproc, launch)
+    if code is not None:
+        return code
     if results is None:  # not the main process of a data-parallel run: it prints nothing
         return 0
     users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})

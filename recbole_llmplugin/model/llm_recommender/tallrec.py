@@ -11,7 +11,7 @@ import warnings
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
-from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer, stage_checkpoint
+from recbole_llmplugin.trainer.trainer import StagedTrainer
 
 
 def lora_targets(llm, configured):
@@ -72,18 +72,7 @@ class TALLRec(LLMRecommender):
         return {name: p for name, p in self.named_parameters() if "lora_" in name}
 
     def training_stages(self):
-        c = self.config
-        return [
-            Stage(
-                "stage2",
-                c["stage2_epochs"],
-                c["stage2_learning_rate"],
-                c["stage2_batch_size"],
-                stage_checkpoint(c, "lora"),
-                validate=c["stage2_validate"],
-                seed_offset=2,
-            )
-        ]
+        return [self.stage2("lora")]
 
     def save_adapter(self, folder):
         """The LoRA adapter as a peft folder (``PeftModel.from_pretrained`` reads it)."""
