@@ -2,6 +2,7 @@
 data, as RecBole's models do -- not in a stage's training examples, and also when every stage is reused."""
 
 from conftest import TINY_DATASET
+from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 
 from recbole_llmplugin.quick_start.runner import build_config, get_trainer_class, prepare_data
 
@@ -13,7 +14,8 @@ def _fit_and_counts(model_name, props):
     _, train_data, valid_data, test_data = prepare_data(config)
     model = model_class(config, train_data._dataset).to(config["device"])
     trainer = get_trainer_class(config, model_class)(config, model)
-    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    with recbole_warnings_quiet():  # RecBole's GradScaler (docs/compat.md)
+        trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     return trainer.eval_collector.data_struct.get("data.count_items"), train_data.dataset.item_counter, result
 
