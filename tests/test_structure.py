@@ -164,3 +164,23 @@ def test_multi_stage_interface(workdir, tiny_config, tiny_encoder):
     assert model.llm.training  # LoRA trains inside the LLM: dropout on
     model.eval()
     assert not model.llm.training
+
+
+def test_a_one_stage_model_without_set_stage_logs_what_it_trains(workdir, tiny_config):
+    """A registered LLMRecommender that trains through RecBole's plain loop (no stages of its own) still gets its
+    log lines: the trained parameters are those requiring grad."""
+    from torch import nn
+
+    from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
+
+    class PlainRec(LLMRecommender):
+        def __init__(self, config, dataset):
+            super().__init__(config, dataset)
+            self.llm.requires_grad_(False)
+            self.head = nn.Linear(4, 4)
+
+    config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_candidates": 5})
+    _, train_data, _, _ = prepare_data(config)
+    text = str(PlainRec(config, train_data._dataset))
+    assert text.startswith("PlainRec: frozen LLM ") and "stage2 trains 20 parameters: head 20" in text

@@ -232,6 +232,10 @@ class LLMRecommender(SequentialRecommender):
             seed_offset=2,
         )
 
+    def set_stage(self, stage):
+        """Only what ``stage`` trains requires grad (``eval``: nothing). Base: the parameters stay as the model set
+        them; multi-stage models override it (docs/development.md)."""
+
     def trained_parameters(self):
         """{stage: {module: parameters it trains}}, read from ``set_stage`` (LoRA layers inside the LLM: ``llm LoRA``)."""
         summary = {}
