@@ -655,7 +655,7 @@ def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidate
     user = model._user_token(users)  # [B, H]
     scores = torch.tensor(
         [
-            [float(user[b] @ model._projected_items([i], "cpu")[0]) / root_h for i in row]
+            [float((user[b] @ model._projected_items([i], "cpu")[0]).detach()) / root_h for i in row]
             for b, row in enumerate(candidates.tolist())
         ]
     )  # [B, C], one dot product at a time

@@ -57,7 +57,7 @@ def pretrain_to_pick_a_candidate(folder, titles, steps=400, seed=0):
         loss.backward()
         optimizer.step()
     llm.save_pretrained(folder)
-    return float(loss)
+    return float(loss.detach())
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def trained(markov, tiny_encoder, model_name, steps=300, objective="rank", **ext
             trainer.optimizer.zero_grad()
             loss.backward()
             trainer.optimizer.step()
-            model.loss_trace.append(float(loss))
+            model.loss_trace.append(float(loss.detach()))
             done += 1
             if done == steps:
                 break
