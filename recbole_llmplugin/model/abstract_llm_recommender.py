@@ -146,7 +146,7 @@ class LLMRecommender(SequentialRecommender):
             enable_checkpointing(self.llm)
         self.tokenizer.padding_side = "left"
         # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token would
-        # sit at position 0, the attention sink, whose hidden state the LLM overwrites (docs/allmrec.md, "Prompts")
+        # sit at position 0, the attention sink, whose hidden state the LLM overwrites (docs/allmrec.md, "Item text and prompts")
         self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
 
     def _check_answer_item_token(self, config):
