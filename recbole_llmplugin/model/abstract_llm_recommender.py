@@ -127,8 +127,8 @@ class LLMRecommender(SequentialRecommender):
         device_map = config["llm_device_map"] or "none"
         if device_map != "none" and is_distributed():
             raise ConfigValueError(
-                f"llm_device_map: {device_map} spreads one LLM over the GPUs of one process; with nproc > 1 each process "
-                f"holds a whole LLM: set llm_device_map: none, or run one process"
+                f"llm_device_map: {device_map} spreads one LLM over the GPUs of one process; with nproc > 1 each "
+                f"process holds a whole LLM: set llm_device_map: none, or run one process"
             )
         self.llm, self.tokenizer = load_llm(
             config["llm_path"],
@@ -146,7 +146,8 @@ class LLMRecommender(SequentialRecommender):
             enable_checkpointing(self.llm)
         self.tokenizer.padding_side = "left"
         # the LLM's BOS token first, as OPT's tokenizer adds in the official code: without it a soft user token would
-        # sit at position 0, the attention sink, whose hidden state the LLM overwrites (docs/allmrec.md, "Item text and prompts")
+        # sit at position 0, the attention sink, whose hidden state the LLM overwrites (docs/allmrec.md, "Item text
+        # and prompts")
         self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
 
     def _check_answer_item_token(self, config):
@@ -155,7 +156,8 @@ class LLMRecommender(SequentialRecommender):
             return
         if not self.answer_item_token:
             raise ConfigValueError(
-                f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not {type(self).__name__}"
+                f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not "
+                f"{type(self).__name__}"
             )
         if self.eval_mode != "score" or self.objective != "rank":
             raise ConfigValueError(
@@ -215,7 +217,8 @@ class LLMRecommender(SequentialRecommender):
 
     # --- what trains -----------------------------------------------------------------------------
     def stage_names(self):
-        """Names of the model's training stages, in order (``training_stages``; none for a model that trains nothing)."""
+        """Names of the model's training stages, in order (``training_stages``; none for a model that trains
+        nothing)."""
         return ("stage2",) if self.trains_stage2 else ()
 
     def stage2(self, checkpoint_name="stage2"):
@@ -237,7 +240,8 @@ class LLMRecommender(SequentialRecommender):
         them; multi-stage models override it (docs/development.md)."""
 
     def trained_parameters(self):
-        """{stage: {module: parameters it trains}}, read from ``set_stage`` (LoRA layers inside the LLM: ``llm LoRA``)."""
+        """{stage: {module: parameters it trains}}, read from ``set_stage`` (LoRA layers inside the LLM:
+        ``llm LoRA``)."""
         summary = {}
         for stage in self.stage_names():
             self.set_stage(stage)
