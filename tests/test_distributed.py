@@ -57,7 +57,8 @@ def _files(folder):
     names = []
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != "props.yaml":
-            names.append(re.sub(r"[0-9a-f]*\d[0-9a-f]*", "#", str(path.relative_to(folder))))
+            name = re.sub(r"-[0-9a-f]{6}(?=\.log$)", "-#", str(path.relative_to(folder)))  # RecBole's random log id
+            names.append(re.sub(r"[0-9a-f]*\d[0-9a-f]*", "#", name))
     return sorted(names)
 
 
