@@ -83,7 +83,6 @@ RATE, WEIGHT = _float(0.0, strict=True), _float(0.0)  # learning rates > 0; loss
 
 RULES = {
     # overall.yaml
-    "eval_candidates": _enum(*OPTIONS["eval_candidates"]),
     "eval_candidates_seed": _int(0),
     "eval_candidates_file": OPT_STR,
     "eval_user_sample": POSITIVE_OR_NONE,
@@ -92,13 +91,8 @@ RULES = {
     "item_text_max_tokens": POSITIVE_OR_NONE,
     "item_text_unescape_html": BOOL,
     "llm_path": STR,
-    "llm_dtype": _enum(*OPTIONS["llm_dtype"]),
-    "llm_quantization": _enum(*OPTIONS["llm_quantization"]),
     "llm_eval_user_batch": POSITIVE,
-    "llm_eval_quantization": _enum(*OPTIONS["llm_eval_quantization"]),
-    "llm_score_method": _enum(*OPTIONS["llm_score_method"]),
     "llm_score_row_chunk": POSITIVE,
-    "llm_device_map": _enum(*OPTIONS["llm_device_map"]),
     "llm_gradient_checkpointing": BOOL,
     "llm_micro_batch_size": POSITIVE_OR_NONE,
     "text_encoder": STR,
@@ -112,13 +106,10 @@ RULES = {
     "prompt_index_item": STR,
     "prompt_index_labels": STR,
     "prompt_answer_eos": BOOL,
-    "eval_mode": _enum(*OPTIONS["eval_mode"]),
     "adam_betas": Rule("list", none=True),
     "trust_checkpoint": BOOL,
     "lock_timeout": Rule("float", minimum=0.0, strict=True, none=True),
     # model files (ALLMRec, MLPLLM, TALLRec)
-    "allmrec_architecture": _enum(*OPTIONS["allmrec_architecture"]),
-    "allmrec_token_space": _enum(*OPTIONS["allmrec_token_space"]),
     "item_vocabulary_offset": _int(0),
     "stage2_match_weight": WEIGHT,
     "allmrec_query_temperature": RATE,
@@ -132,22 +123,21 @@ RULES = {
     "stage1_learning_rate": RATE,
     "stage1_batch_size": POSITIVE,
     "stage1_all_positions": BOOL,
-    "text_encoder_trainable": _enum(*OPTIONS["text_encoder_trainable"]),
     "projection_hidden_size": POSITIVE_OR_NONE,
-    "joint_embedding": _enum(*OPTIONS["joint_embedding"]),
     "stage2_candidates": _int(2),
     "stage2_epochs": POSITIVE,
     "stage2_learning_rate": RATE,
     "stage2_batch_size": POSITIVE,
     "stage2_validate": BOOL,
     "stage2_user_sample": POSITIVE_OR_NONE,
-    "stage2_objective": _enum(*OPTIONS["stage2_objective"]),
     "rerank_topk": POSITIVE,
     "eval_match_row": BOOL,
     "lora_r": POSITIVE,
     "lora_alpha": RATE,
     "lora_dropout": _float(0.0, 1.0),
     "lora_target_modules": Rule("list", none=True),
+    # the option values: config.options
+    **{key: _enum(*values) for key, values in OPTIONS.items()},
 }
 
 # RecBole keys whose bad values RecBole runs with (or fails on late, with a traceback)

@@ -14,7 +14,7 @@ from recbole.data.dataloader import TrainDataLoader
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llmplugin.config.options import check_ranking
+from recbole_llmplugin.config.options import OPTIONS, check_ranking
 from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
 from recbole_llmplugin.trainer.distributed import is_distributed, single_process_view
 from recbole_llmplugin.utils.errors import ConfigValueError
@@ -57,7 +57,8 @@ class LLMRecommender(SequentialRecommender):
     trainer_class = LLMTrainer
     special_tokens = ()
     eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
-    objectives = ("generate", "rank", "both", "index")  # the stage2_objective values (config.options) it trains with
+    # the stage2_objective values it trains with: all but match, which needs CF tokens
+    objectives = tuple(o for o in OPTIONS["stage2_objective"] if o != "match")
     trains_stage2 = True  # False for models that train nothing (their stage-2 keys are not read)
     trains_llm_layers = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)

@@ -123,7 +123,7 @@ class CFTokenRecommender(LLMRecommender):
 
     def match_trained(self):
         """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""
-        return self.objective == "match" or self.match_weight > 0
+        return self.ranking_options(self.config)["match_trained"]
 
     def other_rankings(self):
         """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it."""

@@ -264,7 +264,7 @@ def enable_checkpointing(llm):
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-EVAL_QUANTIZATIONS = ("none", "int8")
+EVAL_QUANTIZATIONS = OPTIONS["llm_eval_quantization"]
 
 
 def eval_copy(llm, quantization):
