@@ -100,6 +100,36 @@ def test_rows_are_grouped_by_label_with_each_form_named(spec, tmp_path):
     assert "| B (vocabulary, match; CF match alone, no LLM) |" in table
 
 
+class GroupedRunner(FakeRunner):
+    """A run with ``eval_item_groups``: warm and cold targets' figures beside the overall ones."""
+
+    def __call__(self, model, dataset, files, overrides):
+        result = super().__call__(model, dataset, files, overrides)
+        groups = {"warm": {"users": 60, "hit@1": 0.7, "hit@1_se": 0.06}, "cold": {"users": 9, "hit@1": 0.1}}
+        groups["cold"]["hit@1_se"] = 0.1
+        result["test_groups"] = groups
+        for row in result.get("other_rankings") or []:
+            row["test_groups"] = {"warm": {"users": 60, "hit@1": 0.8, "hit@1_se": 0.05}}
+        return result
+
+
+def test_item_groups_are_rows_of_their_own_with_their_users(spec, tmp_path):
+    run_benchmark(spec, GroupedRunner())
+    rows = {(r["label"], r["group"]): r for r in run_benchmark(spec, GroupedRunner())}  # restarted: read back
+    assert rows[("A", "all")]["users"] == 100 and rows[("A", "all")]["hit@1"] == pytest.approx(0.25)
+    warm, cold = rows[("A", "warm")], rows[("A", "cold")]
+    assert warm["users"] == 60 and warm["hit@1"] == pytest.approx(0.7) and warm["hit@1_se"] == pytest.approx(0.06)
+    assert cold["users"] == 9 and cold["hit@1_se"] == pytest.approx(0.1) and "ndcg@10" not in cold
+    match = rows[("B (vocabulary, match; CF match alone, no LLM)", "warm")]
+    assert match["hit@1"] == pytest.approx(0.8) and match["eval_mode"] == "match"
+    table = (tmp_path / "out" / "summary.md").read_text()
+    flat = " ".join(table.split())
+    assert "| dataset | model | test targets | runs | n |" in flat
+    assert "| d1 | A | warm | 2 | 60 | 0.7000 ± 0.0600 (sd 0.0000) | |" in flat
+    with open(tmp_path / "out" / "runs.csv") as handle:
+        assert {r["group"] for r in csv.DictReader(handle)} == {"all", "warm", "cold"}
+
+
 def test_restart_skips_finished_runs_and_retries_failed(spec):
     first = FakeRunner(fail={"C"})
     run_benchmark(spec, first)

@@ -21,6 +21,7 @@ from recbole_llmplugin.trainer.locks import claim
 from recbole_llmplugin.config.paths import properties_dir
 from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, train_and_evaluate
 from recbole_llmplugin.config.validation import yaml_keys, recbole_keys
+from recbole_llmplugin.data.scenarios import SCENARIO_KEYS
 
 
 def prepare_backbone(config, config_file_list, config_dict):
@@ -79,12 +80,16 @@ def _reused(cf_model, config, config_file_list, overrides, path, summary):
         result = json.load(handle)
     fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
     result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
+    result["test_groups"] = fresh["test_groups"]
     result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
     return result
 
 
-# plugin keys a RecBole run reads too: they choose the users and candidates that validate (early-stop) and test it
-EVALUATION_KEYS = frozenset({"eval_candidates", "eval_candidates_seed", "eval_candidates_file", "eval_user_sample"})
+# plugin keys a RecBole run reads too: they choose the users that train, validate (early-stop) and test it, and the
+# candidates
+EVALUATION_KEYS = frozenset(
+    {"eval_candidates", "eval_candidates_seed", "eval_candidates_file", "eval_user_sample", *SCENARIO_KEYS}
+)
 
 
 def backbone_identity(backbone_config):

@@ -27,6 +27,7 @@ from recbole.utils import (
 
 from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
+from recbole_llmplugin.data.scenarios import apply_user_scenario
 from recbole_llmplugin.trainer.distributed import is_main, single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
@@ -39,6 +40,7 @@ from recbole_llmplugin.model.layers.llm_loading import GGUF_ALIASES, check_llm, 
 from recbole_llmplugin.config.paths import properties_dir
 from recbole_llmplugin.utils.registry import get_model_class, is_plugin_model, model_property_file
 from recbole_llmplugin.utils.resources import peak_gpu_mb, peak_rss_mb
+from recbole_llmplugin.evaluator.item_groups import item_groups, use_item_groups
 from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
 from recbole_llmplugin.model.layers.text_encoder import TEXT_ENCODER_ALIASES, load_text_encoder
 from recbole_llmplugin.trainer.checkpoints import load_checkpoint
@@ -201,9 +203,10 @@ def prepare_data(config):
             f"dataset '{config['dataset']}': its filters (user_inter_num_interval, item_inter_num_interval, "
             f"val_interval, ...) leave no interactions; loosen them"
         ) from None
+    held_out = apply_user_scenario(config, dataset)  # cold users / few-shot: before anything reads the interactions
     logger.info(dataset)
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
-    apply_eval_user_sample(config, dataset)
+    apply_eval_user_sample(config, dataset, apart=held_out is not None)
     with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
         with recbole_warnings_quiet():
             train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -235,6 +238,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     with recbole_warnings_quiet():
         trainer = get_trainer_class(config, model_class)(config, model_obj)
     evaluator = use_standard_errors(trainer, config)
+    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
@@ -249,6 +253,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     eval_seconds = time.time() - eval_start
     n_eval_users = _num_eval_users(test_data)
     test_se = _whole_standard_errors(evaluator, config, plugin)
+    test_groups = dict(evaluator.group_results)
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -280,6 +285,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "test_se": test_se,
+        "test_groups": test_groups,
         "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
         "costs": costs,
     }
@@ -313,6 +319,7 @@ def _ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugi
         "eval_mode": eval_mode,
         "test_result": test_result,
         "test_se": _whole_standard_errors(evaluator, config, plugin),
+        "test_groups": dict(evaluator.group_results),
         "costs": costs,
     }
 
@@ -355,6 +362,7 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     with recbole_warnings_quiet():
         trainer = get_trainer_class(config, model_class)(config, model_obj)
     evaluator = use_standard_errors(trainer, config)
+    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
     start = time.time()
     result = trainer.evaluate(test_data, load_best_model=False)
     seconds = time.time() - start
@@ -362,6 +370,7 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     return {
         "test_result": dict(result),
         "test_se": _whole_standard_errors(evaluator, config, is_plugin_model(model_class.__name__)),
+        "test_groups": dict(evaluator.group_results),
         "test_users": users,
         "eval_seconds_per_user": seconds / max(users, 1),
     }

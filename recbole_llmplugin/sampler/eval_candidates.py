@@ -275,22 +275,27 @@ def apply_eval_candidates(config, dataset, valid_data, test_data, source):
         loader._sampler = FixedCandidateSampler(loader._sampler, tables[phase])
 
 
-def apply_eval_user_sample(config, dataset):
-    """With ``eval_user_sample: K``, valid/test keep a seeded sample of K users (all models alike)."""
+def apply_eval_user_sample(config, dataset, apart=False):
+    """With ``eval_user_sample: K``, valid/test keep a seeded sample of K users (all models alike): the test users'
+    sample in both, or with ``apart`` (valid and test users differ: ``data.scenarios``) a sample of each."""
     size = config["eval_user_sample"]
     if not size:
         return
     seed = config["eval_candidates_seed"]
     build = dataset.build
 
+    def sample(split):
+        users = np.unique(split.inter_feat[dataset.uid_field].numpy())
+        rng = np.random.default_rng(seed)
+        return users, np.sort(rng.choice(users, size=min(int(size), len(users)), replace=False))
+
     def build_with_user_sample():
         train, valid, test = build()
         uid = dataset.uid_field
-        users = np.unique(test.inter_feat[uid].numpy())
-        rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(users, size=min(int(size), len(users)), replace=False))
+        users, chosen = sample(test)
         keep = torch.from_numpy(chosen)
-        valid = valid.copy(valid.inter_feat[torch.isin(valid.inter_feat[uid], keep)])
+        keep_valid = torch.from_numpy(sample(valid)[1]) if apart else keep
+        valid = valid.copy(valid.inter_feat[torch.isin(valid.inter_feat[uid], keep_valid)])
         test = test.copy(test.inter_feat[torch.isin(test.inter_feat[uid], keep)])
         getLogger().info(
             set_color("eval user sample", "green")

@@ -100,7 +100,18 @@ def run_file(output, dataset, model, seed):
     return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
 
 
-KEPT = ("model", "variant", "label", "eval_mode", "dataset", "test_result", "test_se", "best_valid_result", "costs")
+KEPT = (
+    "model",
+    "variant",
+    "label",
+    "eval_mode",
+    "dataset",
+    "test_result",
+    "test_se",
+    "test_groups",
+    "best_valid_result",
+    "costs",
+)
 
 
 def _jsonable(result, name):
@@ -118,10 +129,24 @@ def _jsonable(result, name):
 
 
 def _rows(record):
-    """A run file's rows: the model's own, then its other rankings (same dataset, seed and training)."""
+    """A run file's rows: the model's own, then its other rankings (same dataset, seed and training), each followed
+    by its item groups' rows (``eval_item_groups``)."""
     own = {k: v for k, v in record.items() if k != "other_rankings"}
     extra = [{**row, "dataset": own["dataset"], "seed": own.get("seed")} for row in record.get("other_rankings") or []]
-    return [own] + extra
+    return [grouped for row in [own] + extra for grouped in [row] + _group_rows(row)]
+
+
+def _group_rows(row):
+    """One row per item group of a run's row: the group's metrics, SEs and user count in the row's own places."""
+    rows = []
+    for group, values in (row.get("test_groups") or {}).items():
+        metrics = {k: v for k, v in values.items() if k != "users" and not k.endswith("_se")}
+        errors = {k[: -len("_se")]: v for k, v in values.items() if k.endswith("_se")}
+        costs = dict(row.get("costs") or {}, test_users=values["users"])
+        rows.append({**row, "group": group, "test_result": metrics, "test_se": errors, "costs": costs})
+    for kept in rows:
+        kept.pop("test_groups", None)
+    return rows
 
 
 def run_benchmark(path, runner=None):
@@ -166,13 +191,14 @@ def summarise(records):
     groups = {}
     for record in records:
         label = record.get("label") or record["model"]
-        groups.setdefault((record["dataset"], label), []).append(record)
+        groups.setdefault((record["dataset"], label, record.get("group", "all")), []).append(record)
     rows = []
-    for (dataset, label), group in groups.items():
+    for (dataset, label, users_group), group in groups.items():
         ok = [r for r in group if "error" not in r and r.get("test_result")]
         row = {
             "dataset": dataset,
             "label": label,
+            "group": users_group,
             "model": group[0]["model"],
             "variant": next((r.get("variant", "") for r in ok), ""),
             "eval_mode": next((r.get("eval_mode") for r in ok if r.get("eval_mode")), None),  # set: a second ranking
@@ -202,7 +228,7 @@ def _mean(values):
 def efficiency_lines(rows, fast="ALLMRec", slow="TALLRec"):
     """A-LLMRec vs TALLRec on the same data, LLM and training examples (paper: 2.53x / 1.71x)."""
     lines = []
-    own = [r for r in rows if r["runs"] > 0 and not r.get("eval_mode")]  # each model's own rows, not its re-rankings
+    own = [r for r in rows if r["runs"] > 0 and not r.get("eval_mode") and r.get("group", "all") == "all"]
     by_key = {(r["dataset"], r["model"]): r for r in own}
     for (dataset, model), row in by_key.items():
         other = by_key.get((dataset, slow))
@@ -223,16 +249,21 @@ def markdown_table(rows):
     seeds, their std follows as ``sd``); the metric columns are those of every run that finished, whatever the
     position of a failed one, whose error goes in the last column."""
     metrics = list(dict.fromkeys(k for row in rows for k in row if "@" in k and not k.endswith(("_std", "_se"))))
+    grouped = any(row.get("group", "all") != "all" for row in rows)
     table = []
     for row in rows:
-        cells = [row["dataset"], row.get("label") or row["model"], row["runs"], _users(row.get("users"))]
+        cells = [row["dataset"], row.get("label") or row["model"]]
+        cells += [row.get("group", "all")] if grouped else []
+        cells += [row["runs"], _users(row.get("users"))]
         cells += [_cell(row, m) if m in row else "" for m in metrics]
         cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
         error = row.get("error", "")
         cells.append(f"FAILED {row['failed']}: {error[:80]}" if error else "")
         table.append(cells)
     headers = (
-        ["dataset", "model", "runs", "n"]
+        ["dataset", "model"]
+        + (["test targets"] if grouped else [])
+        + ["runs", "n"]
         + metrics
         + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s", "error"]
     )
@@ -257,6 +288,7 @@ def write_outputs(output, records, rows):
         flat = {
             "dataset": r["dataset"],
             "label": r.get("label") or r["model"],
+            "group": r.get("group", "all"),
             "model": r["model"],
             "variant": r.get("variant", ""),
             "seed": r.get("seed"),
@@ -284,6 +316,11 @@ def write_outputs(output, records, rows):
     print(f"\n{NOTE}\n\n{table}\n\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
 
 
+def _group_suffix(row):
+    group = row.get("group", "all")
+    return "" if group == "all" else f", {group} targets"
+
+
 def bar_chart(rows, path):
     import matplotlib
 
@@ -291,7 +328,7 @@ def bar_chart(rows, path):
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r["runs"] > 0]
-    labels = [f"{r.get('label') or r['model']}\n{r['dataset']}" for r in shown]
+    labels = [f"{r.get('label') or r['model']}\n{r['dataset']}" + _group_suffix(r) for r in shown]
     x = np.arange(len(shown))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(shown) + 2), 4.5))
     width = 0.38

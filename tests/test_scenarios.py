@@ -1,0 +1,184 @@
+"""Scenarios: warm / cold item groups from the training split alone; cold users and few-shot users held out of every
+training step (CF backbone, stage 1, stage 2, LoRA) and tested alone."""
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from recbole.trainer import Trainer
+
+from conftest import REPO, TINY_DATASET
+import recbole_llmplugin.quick_start.runner as runner
+from recbole_llmplugin import run_recbole_llm
+from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
+from recbole_llmplugin.quick_start.runner import build_config, prepare_data
+from recbole_llmplugin.utils.errors import ConfigValueError
+
+SMALL_SASREC = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1}
+
+
+def _sequences():
+    """Each raw user's raw items in time order, read from the fixture file itself."""
+    lines = (REPO / "dataset" / TINY_DATASET / f"{TINY_DATASET}.inter").read_text(encoding="utf-8").splitlines()
+    header = [name.split(":")[0] for name in lines[0].split("\t")]
+    rows = [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+    sequences = {}
+    for row in sorted(rows, key=lambda r: (r["user_id"], float(r["timestamp"]))):
+        sequences.setdefault(row["user_id"], []).append(row["item_id"])
+    return sequences
+
+
+def _groups(props, model="SASRec"):
+    config, _ = build_config(model, TINY_DATASET, config_dict={**props, **SMALL_SASREC})
+    dataset, train_data, _, test_data = prepare_data(config)
+    return config, dataset, train_data, test_data, item_groups(config, train_data._dataset)
+
+
+def test_item_groups_count_training_interactions_only(workdir, tiny_config):
+    props = {**tiny_config, "eval_item_groups": True}
+    config, dataset, train_data, _, groups = _groups(props)
+    # every interaction but each user's last two (valid and test targets), counted from the raw file
+    expected = Counter(item for items in _sequences().values() for item in items[:-2])
+    counts = training_item_counts(train_data._dataset)
+    for token, count in expected.items():
+        assert counts[dataset.token2id(dataset.iid_field, token)] == count
+    assert counts.sum() == sum(expected.values())
+    warm, cold = set(groups["warm"].tolist()), set(groups["cold"].tolist())
+    n_items = dataset.item_num - 1
+    assert not warm & cold and 0 not in warm | cold
+    assert len(warm) == len(cold) == round(0.35 * n_items)
+    assert min(counts[list(warm)]) >= max(counts[list(cold)])
+
+
+def test_item_groups_ignore_valid_and_test_targets(workdir, tiny_config):
+    """Making one item every user's test target changes no group: the groups never read the test split."""
+    sequences = _sequences()
+    folder = workdir / "data" / "shifted"
+    folder.mkdir(parents=True)
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    lines = []
+    for user, items in sequences.items():
+        items = [i for i in items if i != "1"] + ["1"]  # item 1 last: every user's test target
+        lines += [f"{user}\t{item}\t1\t{t}\n" for t, item in enumerate(items)]
+    (folder / "shifted.inter").write_text(header + "".join(lines), encoding="utf-8")
+    item_file = REPO / "dataset" / TINY_DATASET / f"{TINY_DATASET}.item"
+    (folder / "shifted.item").write_text(item_file.read_text(encoding="utf-8"), encoding="utf-8")
+    props = {**tiny_config, "data_path": str(workdir / "data"), "eval_item_groups": True, **SMALL_SASREC}
+    config, _ = build_config("SASRec", "shifted", config_dict=props)
+    dataset, train_data, _, _ = prepare_data(config)
+    groups = item_groups(config, train_data._dataset)
+    assert dataset.token2id(dataset.iid_field, "1") in groups["cold"]  # never trained on: the coldest
+
+
+def test_every_model_reports_the_same_groups_of_users(workdir, tiny_config):
+    props = {**tiny_config, **SMALL_SASREC, "eval_item_groups": True, "eval_candidates": "fixed"}
+    _, dataset, _, test_data, groups = _groups(props)
+    targets = test_data._dataset.inter_feat[dataset.iid_field].numpy()
+    expected = {name: int(np.isin(targets, items).sum()) for name, items in groups.items()}
+    assert expected["warm"] > 0 and expected["cold"] > 0
+    for model in ("SASRec", "LLMOnly"):
+        result = run_recbole_llm(model, TINY_DATASET, config_dict=props)
+        assert {name: row["users"] for name, row in result["test_groups"].items()} == expected
+        warm, cold = result["test_groups"]["warm"], result["test_groups"]["cold"]
+        assert 0 <= warm["hit@1"] <= 1 and warm["hit@1_se"] >= 0
+        overall = result["test_result"]["hit@5"]
+        others = result["costs"]["test_users"] - warm["users"] - cold["users"]
+        lowest = (warm["hit@5"] * warm["users"] + cold["hit@5"] * cold["users"]) / result["costs"]["test_users"]
+        assert lowest - 1e-3 <= overall <= lowest + others / result["costs"]["test_users"] + 1e-3
+
+
+def test_group_ratios_that_overlap_are_refused(workdir, tiny_config):
+    props = {**tiny_config, "eval_item_groups": True, "warm_item_ratio": 0.6, "cold_item_ratio": 0.5}
+    with pytest.raises(ConfigValueError, match="warm_item_ratio 0.6 \\+ cold_item_ratio 0.5 > 1"):
+        _groups(props)
+
+
+class TrainingRecord:
+    """The users of every batch any training loss sees (RecBole's trainer and each plugin stage go through
+    ``Trainer._train_epoch``), and the users a run's scenario held out."""
+
+    def __init__(self, monkeypatch):
+        self.trained, self.held = set(), []
+        original_epoch = Trainer._train_epoch
+        original_scenario = runner.apply_user_scenario
+        record = self
+
+        def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+            inner = loss_func or self.model.calculate_loss
+
+            def loss(interaction):
+                record.trained.update(interaction["user_id"].tolist())
+                return inner(interaction)
+
+            return original_epoch(self, train_data, epoch_idx, loss_func=loss, show_progress=show_progress)
+
+        def apply_user_scenario(config, dataset):
+            held = original_scenario(config, dataset)
+            record.held.append(set(held.tolist()))
+            return held
+
+        monkeypatch.setattr(Trainer, "_train_epoch", _train_epoch)
+        monkeypatch.setattr(runner, "apply_user_scenario", apply_user_scenario)
+
+
+@pytest.mark.parametrize("scenario", [{"cold_users": 12}, {"few_shot_users": 20}])
+def test_held_out_users_reach_no_training_step(workdir, monkeypatch, allmrec_config, scenario):
+    """ALLMRec trains its CF backbone (cf_checkpoint auto), stage 1 and stage 2, TALLRec its LoRA: none of them sees a
+    held-out user, and the test covers the held-out users alone."""
+    record = TrainingRecord(monkeypatch)
+    props = {
+        **allmrec_config,
+        **SMALL_SASREC,
+        **scenario,
+        "cf_checkpoint": "auto",
+        "checkpoint_dir": str(workdir / "saved"),
+        "stage2_objective": "index",
+        "eval_mode": "index",
+    }
+    results = [run_recbole_llm(model, TINY_DATASET, config_dict=props) for model in ("ALLMRec", "TALLRec")]
+    held = record.held[0]
+    assert all(h == held for h in record.held) and len(record.held) >= 3  # backbone, ALLMRec, TALLRec: same users
+    assert record.trained and not record.trained & held
+    n_users = len(_sequences())
+    assert len(held) == (12 if "cold_users" in scenario else n_users - 20)
+    assert len(record.trained) == n_users - len(held)
+    for result in results:
+        assert result["costs"]["test_users"] == len(held)
+    assert Path(results[0]["companions"][0]["saved_model_file"]).name.startswith(f"{TINY_DATASET}-SASRec-")
+
+
+def test_cold_users_keep_their_last_interactions(workdir, tiny_config):
+    props = {**tiny_config, "cold_users": 10, "cold_user_len": 4}
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict={**props, **SMALL_SASREC})
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    held = dataset.scenario_held_out
+    uid, iid = dataset.uid_field, dataset.iid_field
+    test = test_data._dataset.inter_feat
+    assert sorted(test[uid].tolist()) == sorted(held.tolist())
+    assert set(test["item_length"].tolist()) == {3}  # 4 kept: three history items, then the test target
+    sequences = _sequences()
+    for row in range(len(test)):
+        raw = sequences[dataset.id2token(uid, int(test[uid][row]))]
+        history = dataset.id2token(iid, test[iid + "_list"][row][:3].numpy()).tolist()
+        assert history + [dataset.id2token(iid, int(test[iid][row]))] == raw[-4:]
+    for split in (train_data, valid_data):
+        assert not set(split._dataset.inter_feat[uid].tolist()) & set(held.tolist())
+    # the other users keep all their interactions: one augmented row per interaction after each user's first
+    cut = sum(len(sequences[dataset.id2token(uid, int(u))]) - 4 for u in held)
+    assert len(dataset.inter_feat) == sum(len(s) for s in sequences.values()) - cut - len(sequences)
+
+
+@pytest.mark.parametrize(
+    "props, message",
+    [
+        ({"cold_users": 5, "few_shot_users": 5}, "cold_users: 5 and few_shot_users: 5 are two scenarios"),
+        ({"cold_users": 60}, "cold_users: 60 would hold out all 60 users"),
+        ({"few_shot_users": 60}, "few_shot_users: 60 is not fewer than the dataset's 60 users"),
+        ({"cold_user_len": 2, "cold_users": 3}, "cold_user_len"),
+    ],
+)
+def test_impossible_scenarios_are_one_line(workdir, tiny_config, props, message):
+    with pytest.raises(ConfigValueError, match=message):
+        config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, **SMALL_SASREC, **props})
+        prepare_data(config)
