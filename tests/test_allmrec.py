@@ -229,8 +229,30 @@ def test_backbone_identity_follows_what_trains_and_early_stops_it(workdir, tiny_
 
     plain = key()
     assert key(stage2_epochs=4) == plain and key(prompt_history_len=3) == plain and key(llm_path="elsewhere") == plain
-    for overrides in ({"epochs": 3}, {"eval_user_sample": 7}, {"eval_candidates_seed": 5}, {"learning_rate": 0.01}):
+    changed = ({"epochs": 3}, {"eval_user_sample": 7}, {"eval_candidates_seed": 5}, {"learning_rate": 0.01})
+    scenarios = ({"cold_users": 5}, {"few_shot_users": 9}, {"cold_users": 5, "cold_user_len": 4})
+    for overrides in changed + scenarios:  # the scenario keys choose the users that train it
         assert key(**overrides) != plain, overrides
+    assert key(cold_users=5, scenario_seed=1) != key(cold_users=5)
+    assert key(eval_item_groups=True) == plain  # groups read the test only
+
+
+def test_a_recbole_run_is_the_backbone_of_its_properties(workdir, allmrec_config):
+    """A SASRec run (a benchmark's SASRec row) is kept as the backbone of the same properties: an A-LLMRec run after
+    it with cf_checkpoint auto reuses it, bytes and training costs, and trains no SASRec of its own."""
+    config = {**allmrec_config, "cf_checkpoint": "auto", **BACKBONE_PROPS}
+    sasrec = run_recbole_llm("SASRec", TINY_DATASET, config_dict=config)
+    kept = glob.glob("saved/cf_backbones/*.pth")
+    assert len(kept) == 1
+    with open(kept[0], "rb") as mine, open(sasrec["saved_model_file"], "rb") as its:
+        assert mine.read() == its.read()
+    allmrec = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
+    backbone = allmrec["companions"][0]
+    assert backbone["saved_model_file"] == kept[0] and len(glob.glob("saved/cf_backbones/*.pth")) == 1
+    assert backbone["costs"]["fit_seconds"] == pytest.approx(sasrec["costs"]["fit_seconds"])
+    assert backbone["test_result"] == pytest.approx(dict(sasrec["test_result"]))
+    other = run_recbole_llm("SASRec", TINY_DATASET, config_dict={**config, "epochs": 2})  # other properties: kept too
+    assert len(glob.glob("saved/cf_backbones/*.pth")) == 2 and other["saved_model_file"] not in kept
 
 
 @pytest.mark.parametrize("family", ["GRU4Rec", "NextItNet", "BERT4Rec", "Caser"])

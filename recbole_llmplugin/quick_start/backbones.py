@@ -13,11 +13,14 @@ import shutil
 from logging import getLogger
 from pathlib import Path
 
+from recbole.utils import ModelType
+
 from recbole_llmplugin.trainer.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
 from recbole_llmplugin.utils.errors import UnreadableFileError
 from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
+from recbole_llmplugin.utils.registry import is_plugin_model
 from recbole_llmplugin.config.paths import properties_dir
 from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, train_and_evaluate
 from recbole_llmplugin.config.validation import yaml_keys, recbole_keys
@@ -34,9 +37,7 @@ def prepare_backbone(config, config_file_list, config_dict):
     skipped = ("model", "cf_checkpoint", *LAUNCH_KEYS)
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
     backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
-    key = digest(cf_model, backbone_identity(backbone_config))
-    folder = os.path.join(config["checkpoint_dir"], "cf_backbones")
-    path = os.path.join(folder, f"{config['dataset']}-{cf_model}-{key}.pth")
+    path = backbone_path(backbone_config)
     with main_first():
         if is_main():
             with main_alone(), claim(
@@ -64,7 +65,12 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
             set_aside(path, "CF backbone", error.reason)
             os.remove(summary)
     getLogger().info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
-    result = train_and_evaluate(backbone_config, backbone_class, saved=True)
+    return _keep(train_and_evaluate(backbone_config, backbone_class, saved=True), path)
+
+
+def _keep(result, path):
+    """A finished run's checkpoint and summary, written where ``cf_checkpoint: auto`` looks for them (``path``)."""
+    summary = path[:-4] + ".json"
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write(path, lambda tmp: shutil.copyfile(result["saved_model_file"], tmp))
     result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
@@ -72,6 +78,32 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
     result["saved_model_file"] = path
     atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
     return result
+
+
+def backbone_path(backbone_config):
+    """Where the backbone trained under ``backbone_config`` (a RecBole model's resolved config) is kept."""
+    model = backbone_config["model"]
+    key = digest(model, backbone_identity(backbone_config))
+    folder = os.path.join(backbone_config["checkpoint_dir"], "cf_backbones")
+    return os.path.join(folder, f"{backbone_config['dataset']}-{model}-{key}.pth")
+
+
+def keep_as_backbone(config, model_class, result):
+    """A RecBole sequential model's finished run (``saved``), kept as the CF backbone of the same properties, so that
+    a plugin model run after it with ``cf_checkpoint: auto`` (a benchmark's SASRec row, then A-LLMRec) reuses it
+    instead of training the same model again. A backbone already kept there stays."""
+    recbole_sequential = getattr(model_class, "type", None) == ModelType.SEQUENTIAL and not is_plugin_model(
+        model_class.__name__
+    )
+    if not recbole_sequential or not result.get("saved_model_file"):
+        return
+    if not is_main() or not os.path.isfile(result["saved_model_file"]):
+        return
+    path = backbone_path(config)
+    with claim(path, f"{config['model']} backbone", config["lock_timeout"]):
+        if not (os.path.isfile(path) and os.path.isfile(path[:-4] + ".json")):
+            _keep(result, path)
+            getLogger().info(f"kept as the {config['model']} backbone of these properties: {path}")
 
 
 def _reused(cf_model, config, config_file_list, overrides, path, summary):
