@@ -182,3 +182,103 @@ def test_impossible_scenarios_are_one_line(workdir, tiny_config, props, message)
     with pytest.raises(ConfigValueError, match=message):
         config, _ = build_config("SASRec", TINY_DATASET, config_dict={**tiny_config, **SMALL_SASREC, **props})
         prepare_data(config)
+
+
+def _target_dataset(workdir):
+    """A second dataset with other users, items and titles: the fixture's interactions under new tokens."""
+    folder = workdir / "data" / "tiny-target"
+    folder.mkdir(parents=True)
+    source = REPO / "dataset" / TINY_DATASET
+    inter = (source / f"{TINY_DATASET}.inter").read_text(encoding="utf-8").splitlines()
+    rows = [line.split("\t") for line in inter[1:]]
+    lines = [inter[0]] + ["\t".join([f"v{r[0]}", f"x{r[1]}", *r[2:]]) for r in rows]
+    (folder / "tiny-target.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    item = (source / f"{TINY_DATASET}.item").read_text(encoding="utf-8").splitlines()
+    items = [line.split("\t") for line in item[1:]]
+    lines = [item[0]] + ["\t".join([f"x{r[0]}", " ".join(reversed(r[1].split()))] + r[2:]) for r in items]
+    (folder / "tiny-target.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"dataset": "tiny-target", "data_path": str(workdir / "data")}
+
+
+def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, monkeypatch, allmrec_config):
+    """ALLMRec (text joint, vocabulary + match), TALLRec and LLMOnly train on tiny-synth (backbone, stages, LoRA) and
+    rank tiny-target's users and items; no training epoch reads the target."""
+    trained_on = []
+    original = Trainer._train_epoch
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        trained_on.append(train_data._dataset.dataset_name)
+        return original(self, train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", _train_epoch)
+    target = _target_dataset(workdir)
+    props = {
+        **allmrec_config,
+        **SMALL_SASREC,
+        "cf_checkpoint": "auto",
+        "checkpoint_dir": str(workdir / "saved"),
+        "target_domain": target,
+        "joint_embedding": "text",
+        "allmrec_token_space": "vocabulary",
+        "item_vocabulary_offset": 100,
+        "stage2_objective": "match",
+        "eval_mode": "index",
+        "prompt_template": "A user liked: {history}. Next one of: {candidates}? Answer:{user_token}",
+        "eval_item_groups": True,
+    }
+    allmrec = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
+    assert allmrec["dataset"] == "tiny-synth -> tiny-target"
+    assert allmrec["label"] == "ALLMRec (vocabulary, text joint, match; target user from text)"
+    assert allmrec["costs"]["test_users"] == 60 and 0 <= allmrec["test_result"]["hit@1"] <= 1
+    assert allmrec["source_result"]["test_result"]["hit@1"] >= 0
+    assert allmrec["test_groups"]["cold"]["users"] + allmrec["test_groups"]["warm"]["users"] <= 60
+    match = allmrec["other_rankings"][0]
+    assert match["label"].endswith("CF match alone, no LLM; target user from text)") and match["dataset"].endswith(
+        "target"
+    )
+    assert allmrec["companions"][0]["dataset"] == TINY_DATASET  # the backbone trained on the source
+    no_user = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**props, "cross_domain_user": "none"})
+    assert no_user["label"].endswith("; no user token)") and no_user["other_rankings"] == []
+    assert no_user["test_result"] != allmrec["test_result"]
+    tallrec = run_recbole_llm("TALLRec", TINY_DATASET, config_dict={**props, "stage2_objective": "index"})
+    llm_only = run_recbole_llm("LLMOnly", TINY_DATASET, config_dict=props)
+    for result in (tallrec, llm_only):
+        assert result["dataset"] == "tiny-synth -> tiny-target" and result["costs"]["test_users"] == 60
+    assert trained_on and set(trained_on) == {TINY_DATASET}
+
+
+def test_the_target_users_representation_comes_from_their_history_text(workdir, allmrec_config):
+    """cross_domain_user text: the backbone's item table on the target is the stage-1 map of the target items'
+    text (text-to-joint, then joint-to-item), with the padding row zero."""
+    import torch
+
+    target = _target_dataset(workdir)
+    props = {**allmrec_config, "target_domain": target, "joint_embedding": "text", "cross_domain_source": TINY_DATASET}
+    config, model_class = build_config(
+        "ALLMRec", "tiny-target", config_dict={**props, "data_path": target["data_path"]}
+    )
+    _, train_data, _, _ = prepare_data(config)
+    model = model_class(config, train_data._dataset)
+    model.adopt_target_items()
+    table = model.backbone.item_embeddings()
+    with torch.no_grad():
+        expected = model.joint_to_item(model.text_to_joint(model.text_table))
+    assert torch.allclose(table[1:], expected[1:]) and not table[0].any()
+
+
+@pytest.mark.parametrize(
+    "model, extra, message",
+    [
+        ("SASRec", {}, "SASRec has no embedding for the items of target_domain 'tiny-target'"),
+        ("MLPLLM", {}, "MLPLLM reads the CF backbone's item embeddings"),
+        ("ALLMRec", {"joint_embedding": "cf"}, "set joint_embedding: text"),
+        ("ALLMRec", {"target_domain": {"data_path": "x"}}, "target_domain has no dataset"),
+        ("ALLMRec", {"target_domain": {"dataset": TINY_DATASET}}, "is the source"),
+        ("ALLMRec", {"source_domain": {"dataset": "ml-100k"}}, "source_domain dataset 'ml-100k' is not the run's"),
+    ],
+)
+def test_models_that_cannot_rank_the_target_stop_before_training(workdir, allmrec_config, model, extra, message):
+    props = {**allmrec_config, **SMALL_SASREC, "target_domain": _target_dataset(workdir), "joint_embedding": "text"}
+    with pytest.raises(ConfigValueError, match=message):
+        run_recbole_llm(model, TINY_DATASET, config_dict={**props, **extra})
+    assert not list(workdir.glob("saved/**/*.pth")) and not list(workdir.glob("saved/**/*.safetensors"))

@@ -12,6 +12,7 @@ OPTIONS = {
     "allmrec_token_space": ("projected", "vocabulary"),  # where the CF tokens live in the LLM's input
     "allmrec_architecture": ("official", "paper"),  # shapes of the stage-1 autoencoders and F_U / F_I
     "joint_embedding": ("cf", "text"),  # which stage-1 encoder gives the item tokens
+    "cross_domain_user": ("text", "none"),  # a target user's CF representation: from its history's text, or none
     "text_encoder_trainable": ("none", "last_layer", "all"),  # what of the sentence encoder trains in stage 1
     "eval_candidates": ("recbole", "fixed"),  # RecBole's own draws, or one fixed file for every model
     "llm_dtype": ("auto", "float32", "bfloat16", "float16"),

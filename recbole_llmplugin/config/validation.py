@@ -25,7 +25,7 @@ from recbole_llmplugin.config.paths import properties_dir
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # int, float, bool, str, enum, list
+    kind: str  # int, float, bool, str, enum, list, dict
     minimum: float = None
     maximum: float = None  # exclusive for floats (e.g. dropout < 1)
     options: tuple = ()
@@ -54,6 +54,8 @@ class Rule:
             return None if value in self.options else f"is not one of {', '.join(map(str, self.options))}"
         if self.kind == "list":
             return None if isinstance(value, (list, tuple)) else "must be a list"
+        if self.kind == "dict":
+            return None if isinstance(value, dict) else "must be a block of properties (a dict)"
         return None
 
     def _range(self):
@@ -93,6 +95,8 @@ RULES = {
     "cold_user_len": _int(3),
     "few_shot_users": POSITIVE_OR_NONE,
     "scenario_seed": _int(0),
+    "source_domain": Rule("dict", none=True),
+    "target_domain": Rule("dict", none=True),
     "item_text_template": OPT_STR,
     "item_text_placeholder": STR,
     "item_text_max_tokens": POSITIVE_OR_NONE,
@@ -247,7 +251,7 @@ def known_keys():
 
 
 # keys read from the command line or set by RecBole / the plugin at run time, found in no property file
-_RUNTIME_KEYS = {"model", "dataset"} | RUN_LOCAL_KEYS
+_RUNTIME_KEYS = {"model", "dataset", "cross_domain_source"} | RUN_LOCAL_KEYS
 
 
 def user_keys(config):

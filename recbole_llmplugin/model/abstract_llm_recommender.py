@@ -190,6 +190,15 @@ class LLMRecommender(SequentialRecommender):
         weights and test users (e.g. A-LLMRec's CF match alone). None here."""
         return []
 
+    @classmethod
+    def cross_domain_problem(cls, config):
+        """Why this model cannot rank another dataset's items after training (a one-line reason), or None."""
+        return None
+
+    def adopt_target_items(self):
+        """Cross-domain (``quick_start.cross_domain``): make ready to rank this model's dataset, another one than its
+        trained weights came from. Models that read items through their text alone need nothing."""
+
     def _apply(self, fn, recurse=True):
         """``model.to(device)`` moves everything but an LLM that accelerate has spread over devices
         (``llm_device_map``), which stays where it was placed."""

@@ -68,9 +68,16 @@ class CFTokenRecommender(LLMRecommender):
                 "with {user_token} (e.g. '... Answer:{user_token}')"
             )
         self.match_row = bool(config["eval_match_row"])
+        # cross-domain: the backbone was trained on cross_domain_source; without a user token the prompt has none
+        self.trained_on = config["cross_domain_source"]
+        self.user_token_off = bool(self.trained_on) and config["cross_domain_user"] == "none"
 
         self.backbone = CFBackbone(
-            config["cf_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
+            config["cf_checkpoint"],
+            dataset,
+            device=config["device"],
+            trust=config["trust_checkpoint"],
+            trained_on=self.trained_on,
         )
         d = self.backbone.hidden_size
         d_item = self.build_item_path(config, d)
@@ -126,8 +133,18 @@ class CFTokenRecommender(LLMRecommender):
         return self.ranking_options(self.config)["match_trained"]
 
     def other_rankings(self):
-        """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it."""
-        return ["match"] if self.match_row and self.match_trained() and self.eval_mode != "match" else []
+        """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it (and a user
+        token exists to match)."""
+        on = self.match_row and self.match_trained() and not self.user_token_off
+        return ["match"] if on and self.eval_mode != "match" else []
+
+    @classmethod
+    def cross_domain_problem(cls, config):
+        """Why this model cannot rank another dataset's items: F_I reads the backbone's item table here (MLP-LLM)."""
+        return (
+            f"{cls.__name__} reads the CF backbone's item embeddings, which target_domain's items do not have; "
+            f"cross-domain needs a text path: ALLMRec with joint_embedding: text"
+        )
 
     def trainable_state_dict(self):
         """Stage-1 and stage-2 modules (and a trainable text encoder); never the LLM or backbone."""
@@ -162,7 +179,8 @@ class CFTokenRecommender(LLMRecommender):
     # --- stage 2 ---------------------------------------------------------------------------------
     def prompt_texts(self, histories, candidates):
         # no spaces around the soft tokens: a lone space would cost one LLM token per item
-        return self.prompt_builder.prompts(histories, candidates, USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
+        user = "" if self.user_token_off else USER_TOKEN  # cross_domain_user none: the prompt's text alone
+        return self.prompt_builder.prompts(histories, candidates, user, HISTORY_TOKEN, CANDIDATE_TOKEN)
 
     def prompt_embeddings(self, input_ids, users, histories, candidates):
         """Token embeddings with the user token at [UserRep] and an item token after each title: F_U(user) and

@@ -14,6 +14,12 @@ import yaml
 from recbole.utils import init_logger, init_seed
 
 from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone
+from recbole_llmplugin.quick_start.cross_domain import (
+    check_cross_domain_model,
+    domains,
+    evaluate_on_target,
+    source_overrides,
+)
 from recbole_llmplugin.data.data_check import check_dataset
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
@@ -30,14 +36,22 @@ from recbole_llmplugin.trainer.checkpoints import load_checkpoint
 
 def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, saved=True):
     """Train and evaluate one model (plugin or RecBole) like ``recbole.quick_start.run_recbole``; a model
-    that needs a CF backbone gets it first, and a RecBole sequential model's run is kept as the backbone of its
-    properties (``backbones.keep_as_backbone``). The result (see ``runner.train_and_evaluate``) lists the
-    backbone's own run under ``companions``."""
+        that needs a CF backbone gets it first, and a RecBole sequential model's run is kept as the backbone of its
+        properties (``backbones.keep_as_backbone``). With ``target_domain`` it trains on this dataset and tests on the
+    target's (``cross_domain``). The result (see ``runner.train_and_evaluate``) lists the
+        backbone's own run under ``companions``."""
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    cross = domains(config)  # cross-domain: train on the source (this dataset), test on target_domain's
+    if cross:
+        check_cross_domain_model(model_class, config)
+        config_dict = source_overrides(config_dict, cross[0])
+        config, model_class = build_config(model, dataset, config_file_list, config_dict)
     companions = prepare_backbone(config, config_file_list, config_dict) if needs_backbone(model_class) else []
-    result = train_and_evaluate(config, model_class, saved=saved, start=start)
+    result = train_and_evaluate(config, model_class, saved=saved or bool(cross), start=start)
     keep_as_backbone(config, model_class, result)  # a later cf_checkpoint: auto run of these properties reuses it
+    if cross:
+        result = evaluate_on_target(model_class, config, result, config_file_list, config_dict, cross[1])
     result["companions"] = companions
     return result
 

