@@ -13,7 +13,7 @@ import recbole_llmplugin.quick_start.runner as runner
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
 from recbole_llmplugin.quick_start.runner import build_config, prepare_data
-from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 
 SMALL_SASREC = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1}
 
@@ -282,3 +282,10 @@ def test_models_that_cannot_rank_the_target_stop_before_training(workdir, allmre
     with pytest.raises(ConfigValueError, match=message):
         run_recbole_llm(model, TINY_DATASET, config_dict={**props, **extra})
     assert not list(workdir.glob("saved/**/*.pth")) and not list(workdir.glob("saved/**/*.safetensors"))
+
+
+def test_a_missing_target_dataset_stops_the_run_before_training(workdir, allmrec_config):
+    props = {**allmrec_config, "joint_embedding": "text", "target_domain": {"dataset": "nowhere", "data_path": "x"}}
+    with pytest.raises(PluginError, match="dataset 'nowhere': folder .* does not exist"):
+        run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
+    assert not list(workdir.glob("saved/**/*.safetensors"))

@@ -47,6 +47,8 @@ RUN_LOCAL_KEYS = frozenset(
         "metric_decimal_place",
         "loss_decimal_place",
         "eval_match_row",  # one more row from the same trained weights
+        "target_domain",  # cross-domain: the same source training, then a test on another dataset
+        "cross_domain_user",
         # evaluation batching (same scores in any batch layout; tested)
         "eval_batch_size",
         "llm_eval_user_batch",

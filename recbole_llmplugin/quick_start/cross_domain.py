@@ -77,6 +77,31 @@ def check_cross_domain_model(model_class, config):
         )
 
 
+def target_config(model_class, source_config, config_file_list, config_dict, target):
+    """The target side's config: the user's properties, the target block's on top, and the source's trained
+    backbone."""
+    overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
+    overrides.update({k: v for k, v in target.items() if k != "dataset"})
+    overrides.update(
+        cf_checkpoint=source_config["cf_checkpoint"],
+        cross_domain_source=source_config["dataset"],
+        target_domain=target,
+    )
+    config, _ = build_config(model_class, target["dataset"], config_file_list, overrides)
+    return config
+
+
+def check_cross_domain(model_class, config, config_file_list, config_dict):
+    """For a cross-domain run, everything that would stop it after training, checked before: the model can rank the
+    target's items, and the target's data and properties build a config. Returns the (source, target) blocks, or
+    None when the run is not cross-domain."""
+    cross = domains(config)
+    if cross:
+        check_cross_domain_model(model_class, config)
+        target_config(model_class, config, config_file_list, source_overrides(config_dict, cross[0]), cross[1])
+    return cross
+
+
 def source_overrides(config_dict, source):
     """The source run's properties: the user's, with the source block's on top (the target block stays, so that the
     run is named as cross-domain)."""
@@ -87,14 +112,7 @@ def evaluate_on_target(model_class, source_config, source_result, config_file_li
     """Build the model on the target's data with the source run's trained weights and test it there. Returns the
     run's result dict for the target, the source's own test result kept under ``source_result``."""
     start = time.time()
-    overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
-    overrides.update({k: v for k, v in target.items() if k != "dataset"})
-    overrides.update(
-        cf_checkpoint=source_config["cf_checkpoint"],
-        cross_domain_source=source_config["dataset"],
-        target_domain=target,
-    )
-    config, _ = build_config(model_class, target["dataset"], config_file_list, overrides)
+    config = target_config(model_class, source_config, config_file_list, config_dict, target)
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     logger.info(

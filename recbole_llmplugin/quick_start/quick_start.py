@@ -14,12 +14,7 @@ import yaml
 from recbole.utils import init_logger, init_seed
 
 from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone
-from recbole_llmplugin.quick_start.cross_domain import (
-    check_cross_domain_model,
-    domains,
-    evaluate_on_target,
-    source_overrides,
-)
+from recbole_llmplugin.quick_start.cross_domain import check_cross_domain, evaluate_on_target, source_overrides
 from recbole_llmplugin.data.data_check import check_dataset
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
@@ -42,9 +37,8 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         backbone's own run under ``companions``."""
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
-    cross = domains(config)  # cross-domain: train on the source (this dataset), test on target_domain's
+    cross = check_cross_domain(model_class, config, config_file_list, config_dict)  # train here, test on the target
     if cross:
-        check_cross_domain_model(model_class, config)
         config_dict = source_overrides(config_dict, cross[0])
         config, model_class = build_config(model, dataset, config_file_list, config_dict)
     companions = prepare_backbone(config, config_file_list, config_dict) if needs_backbone(model_class) else []

@@ -84,6 +84,7 @@ def load_spec(path):
 def check_runs(spec, path):
     """Every (dataset, model) run's properties, data and model folders, checked before the first run starts (a
     misspelt key for the last model would otherwise stop it after hours); and the output folder writable."""
+    from recbole_llmplugin.quick_start.cross_domain import check_cross_domain
     from recbole_llmplugin.quick_start.runner import build_config, check_writable_folder
 
     check_writable_folder("benchmark_output", spec["benchmark_output"])
@@ -91,7 +92,8 @@ def check_runs(spec, path):
         for model in spec["benchmark_models"]:
             overrides = dict(spec["benchmark_model_properties"].get(model) or {})
             try:
-                build_config(overrides.pop("model", model), dataset, [str(path)], overrides)
+                config, model_class = build_config(overrides.pop("model", model), dataset, [str(path)], overrides)
+                check_cross_domain(model_class, config, [str(path)], overrides)
             except PluginError as error:
                 raise ConfigValueError(f"benchmark entry {model} on {dataset}: {error}") from None
 
