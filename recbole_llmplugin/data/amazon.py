@@ -104,17 +104,24 @@ def check_folders(source, output):
                 f"--source '{source}' has no {missing[0]}; give the folder holding amazon-games/ and amazon-beauty/ "
                 f"(../shared/data)"
             )
+    check_output_folder(output)
+
+
+def check_output_folder(output):
     if Path(output).exists() and not Path(output).is_dir():
         raise ConfigValueError(f"--output '{output}' is a file; give a folder")
 
 
+def command_parser(module, doc):
+    """The argument parser of a converter command, its module docstring as help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_llmplugin.data.amazon",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("recbole_llmplugin.data.amazon", __doc__)
     parser.add_argument(
         "--source", default=os.path.join("..", "shared", "data"), help="folder holding amazon-games/ and amazon-beauty/"
     )

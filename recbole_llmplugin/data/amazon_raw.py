@@ -28,7 +28,6 @@ joined by " > "; ``brand``), texts ``html.unescape``-d with whitespace collapsed
 The data carries no open licence: convert it where you use it and never commit the output.
 """
 
-import argparse
 import ast
 import csv
 import gzip
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recbole_llmplugin.data.amazon import check_output_folder, command_parser
 from recbole_llmplugin.utils.errors import ConfigValueError, one_line_errors
 from recbole_llmplugin.utils.files import atomic_write
 
@@ -240,11 +240,7 @@ def _rating(text):
 
 @one_line_errors
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_llmplugin.data.amazon_raw",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("recbole_llmplugin.data.amazon_raw", __doc__)
     parser.add_argument("--reviews", required=True, help="reviews .json(.gz) or ratings-only .csv(.gz)")
     parser.add_argument("--meta", required=True, help="meta_<Category>.json(.gz)")
     parser.add_argument("--name", required=True, help="dataset name (folder and file names), e.g. amazon-games-18")
@@ -256,8 +252,7 @@ def main(argv=None):
     parser.add_argument("--duplicates", choices=("keep", "first"), default="keep")
     parser.add_argument("--text_fields", default="title", help=f"comma-separated, from {','.join(TEXT_FIELDS)}")
     args = parser.parse_args(argv)
-    if Path(args.output).exists() and not Path(args.output).is_dir():
-        raise ConfigValueError(f"--output '{args.output}' is a file; give a folder")
+    check_output_folder(args.output)
     folder, stats = convert(
         args.reviews,
         args.meta,

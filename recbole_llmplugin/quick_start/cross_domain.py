@@ -22,8 +22,8 @@ from recbole.utils import init_seed, set_color
 from recbole_llmplugin.evaluator.item_groups import item_groups, use_item_groups
 from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
 from recbole_llmplugin.quick_start.runner import (
-    _num_eval_users,
-    _ranked_again,
+    num_eval_users,
+    ranked_again,
     build_config,
     get_trainer_class,
     prepare_data,
@@ -131,7 +131,7 @@ def evaluate_on_target(model_class, source_config, source_result, config_file_li
     eval_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
     seconds = time.time() - eval_start
-    users = _num_eval_users(test_data)
+    users = num_eval_users(test_data)
     logger.info(set_color("test result (target)", "yellow") + f": {test_result}")
     variant = variant_of(model_class, config)
     variant = "; ".join(p for p in (variant, _user_part(model_class, config)) if p)
@@ -150,7 +150,7 @@ def evaluate_on_target(model_class, source_config, source_result, config_file_li
     }
     result["other_rankings"] = []
     for mode in model.other_rankings():  # A-LLMRec's CF match alone, on the target's users and items
-        row = _ranked_again(model, trainer, evaluator, test_data, mode, result, True)
+        row = ranked_again(model, trainer, evaluator, test_data, mode, result, True)
         row["variant"] = "; ".join(p for p in (row["variant"], _user_part(model_class, config)) if p)
         row["label"] = row_label(source_config["model"], row["variant"])
         result["other_rankings"].append(row)

@@ -252,7 +252,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     eval_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - eval_start
-    n_eval_users = _num_eval_users(test_data)
+    n_eval_users = num_eval_users(test_data)
     test_se = _whole_standard_errors(evaluator, config, plugin)
     test_groups = dict(evaluator.group_results)
 
@@ -291,13 +291,13 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "costs": costs,
     }
     result["other_rankings"] = [
-        _ranked_again(model_obj, trainer, evaluator, test_data, mode, result, plugin)
+        ranked_again(model_obj, trainer, evaluator, test_data, mode, result, plugin)
         for mode in getattr(model_obj, "other_rankings", lambda: [])()
     ]
     return result
 
 
-def _ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin):
+def ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin):
     """The row of the same trained model and test users ranked by ``eval_mode`` (e.g. A-LLMRec's CF match alone):
     its metrics, standard errors and evaluation time; the training costs are the model's own row's."""
     config = trainer.config
@@ -311,7 +311,7 @@ def _ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugi
         model.eval_mode = own
     variant = variant_of(type(model), config, eval_mode)
     getLogger().info(set_color(f"test result ({variant})", "yellow") + f": {test_result}")
-    users = _num_eval_users(test_data)
+    users = num_eval_users(test_data)
     costs = dict(result["costs"], test_eval_seconds=seconds, eval_seconds_per_user=seconds / max(users, 1))
     return {
         **{k: v for k, v in result.items() if k not in ("other_rankings", "saved_model_file")},
@@ -367,7 +367,7 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     start = time.time()
     result = trainer.evaluate(test_data, load_best_model=False)
     seconds = time.time() - start
-    users = _num_eval_users(test_data)
+    users = num_eval_users(test_data)
     return {
         "test_result": dict(result),
         "test_se": _whole_standard_errors(evaluator, config, is_plugin_model(model_class.__name__)),
@@ -377,7 +377,7 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     }
 
 
-def _num_eval_users(loader):
+def num_eval_users(loader):
     uid_list = getattr(loader, "uid_list", None)
     if uid_list is not None:
         return len(uid_list)
