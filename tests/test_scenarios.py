@@ -12,6 +12,7 @@ from conftest import REPO, TINY_DATASET
 import recbole_llmplugin.quick_start.runner as runner
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
+from recbole_llmplugin.quick_start.compare import comparison_table, run_models
 from recbole_llmplugin.quick_start.runner import build_config, prepare_data
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 
@@ -77,15 +78,20 @@ def test_every_model_reports_the_same_groups_of_users(workdir, tiny_config):
     targets = test_data._dataset.inter_feat[dataset.iid_field].numpy()
     expected = {name: int(np.isin(targets, items).sum()) for name, items in groups.items()}
     assert expected["warm"] > 0 and expected["cold"] > 0
-    for model in ("SASRec", "LLMOnly"):
-        result = run_recbole_llm(model, TINY_DATASET, config_dict=props)
+    results = run_models(["SASRec", "LLMOnly"], TINY_DATASET, config_dict=props)
+    assert [(r["model"], r.get("group")) for r in results] == [
+        (model, group) for model in ("SASRec", "LLMOnly") for group in (None, "warm", "cold")
+    ]
+    for result, warm, cold in (results[0:3], results[3:6]):
         assert {name: row["users"] for name, row in result["test_groups"].items()} == expected
-        warm, cold = result["test_groups"]["warm"], result["test_groups"]["cold"]
-        assert 0 <= warm["hit@1"] <= 1 and warm["hit@1_se"] >= 0
-        overall = result["test_result"]["hit@5"]
-        others = result["costs"]["test_users"] - warm["users"] - cold["users"]
-        lowest = (warm["hit@5"] * warm["users"] + cold["hit@5"] * cold["users"]) / result["costs"]["test_users"]
-        assert lowest - 1e-3 <= overall <= lowest + others / result["costs"]["test_users"] + 1e-3
+        assert warm["costs"]["test_users"] == expected["warm"] and cold["costs"]["test_users"] == expected["cold"]
+        assert 0 <= warm["test_result"]["hit@1"] <= 1 and warm["test_se"]["hit@1"] >= 0
+        n, overall = result["costs"]["test_users"], result["test_result"]["hit@5"]
+        others = n - expected["warm"] - expected["cold"]
+        lowest = (warm["test_result"]["hit@5"] * expected["warm"] + cold["test_result"]["hit@5"] * expected["cold"]) / n
+        assert lowest - 1e-3 <= overall <= lowest + others / n + 1e-3  # the groups' users are the overall's
+    table = comparison_table(results)
+    assert "| SASRec [warm targets] " in table and "| LLMOnly [cold targets] " in table
 
 
 def test_group_ratios_that_overlap_are_refused(workdir, tiny_config):

@@ -106,3 +106,17 @@ def group_results(user_values, targets, groups):
             row[metric + "_se"] = standard_error(chosen)
         results[name] = row
     return results
+
+
+def group_rows(row):
+    """One result row per item group of a run's result ``row`` (``test_groups``): the group's metrics, SEs and user
+    count in the places the row has them (``test_result``, ``test_se``, ``costs["test_users"]``), and ``group``."""
+    rows = []
+    for group, values in (row.get("test_groups") or {}).items():
+        metrics = {k: v for k, v in values.items() if k != "users" and not k.endswith("_se")}
+        errors = {k[: -len("_se")]: v for k, v in values.items() if k.endswith("_se")}
+        costs = dict(row.get("costs") or {}, test_users=values["users"])
+        rows.append({**row, "group": group, "test_result": metrics, "test_se": errors, "costs": costs})
+    for kept in rows:
+        kept.pop("test_groups", None)
+    return rows

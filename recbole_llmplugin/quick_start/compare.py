@@ -11,6 +11,7 @@ from logging import getLogger
 
 from tabulate import tabulate
 
+from recbole_llmplugin.evaluator.item_groups import group_rows
 from recbole_llmplugin.utils.errors import PluginError
 from recbole_llmplugin.quick_start.quick_start import run_recbole_llm
 
@@ -28,9 +29,10 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
     for name in models:
         try:
             result = run_recbole_llm(name, dataset, config_file_list, config_dict)
-            results.extend(result.get("companions", []))  # e.g. ALLMRec's CF backbone, same candidates
-            results.append(result)
-            results.extend(result.get("other_rankings", []))  # e.g. A-LLMRec's CF match alone, same users
+            ranked = result.get("companions", []) + [result] + result.get("other_rankings", [])
+            # e.g. ALLMRec's CF backbone (same candidates) and its CF match alone (same users), each followed by
+            # its rows for warm and cold test targets (eval_item_groups)
+            results.extend(grouped for row in ranked for grouped in [row] + group_rows(row))
         except Exception as error:  # one model's failure must not stop the comparison
             if not isolate_failures:
                 raise
@@ -62,6 +64,7 @@ def _table(results):
     rows = []
     for result in results:
         label = result.get("label") or result["model"]
+        label += f" [{result['group']} targets]" if result.get("group") else ""
         if "error" in result:
             rows.append([label, "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) + 1))
             continue

@@ -27,6 +27,7 @@ import yaml
 from tabulate import tabulate
 from tqdm import tqdm
 
+from recbole_llmplugin.evaluator.item_groups import group_rows
 from recbole_llmplugin.quick_start.compare import metric_cell
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 from recbole_llmplugin.quick_start.runner import row_label
@@ -135,20 +136,7 @@ def _rows(record):
     by its item groups' rows (``eval_item_groups``)."""
     own = {k: v for k, v in record.items() if k != "other_rankings"}
     extra = [{**row, "dataset": own["dataset"], "seed": own.get("seed")} for row in record.get("other_rankings") or []]
-    return [grouped for row in [own] + extra for grouped in [row] + _group_rows(row)]
-
-
-def _group_rows(row):
-    """One row per item group of a run's row: the group's metrics, SEs and user count in the row's own places."""
-    rows = []
-    for group, values in (row.get("test_groups") or {}).items():
-        metrics = {k: v for k, v in values.items() if k != "users" and not k.endswith("_se")}
-        errors = {k[: -len("_se")]: v for k, v in values.items() if k.endswith("_se")}
-        costs = dict(row.get("costs") or {}, test_users=values["users"])
-        rows.append({**row, "group": group, "test_result": metrics, "test_se": errors, "costs": costs})
-    for kept in rows:
-        kept.pop("test_groups", None)
-    return rows
+    return [grouped for row in [own] + extra for grouped in [row] + group_rows(row)]
 
 
 def run_benchmark(path, runner=None):
