@@ -82,11 +82,9 @@ def target_config(model_class, source_config, config_file_list, config_dict, tar
     backbone."""
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
     overrides.update({k: v for k, v in target.items() if k != "dataset"})
-    overrides.update(
-        cf_checkpoint=source_config["cf_checkpoint"],
-        cross_domain_source=source_config["dataset"],
-        target_domain=target,
-    )
+    overrides.update(cross_domain_source=source_config["dataset"], target_domain=target)
+    if source_config["cf_checkpoint"]:  # the models with a CF backbone: the source's
+        overrides["cf_checkpoint"] = source_config["cf_checkpoint"]
     config, _ = build_config(model_class, target["dataset"], config_file_list, overrides)
     return config
 
