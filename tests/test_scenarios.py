@@ -224,6 +224,7 @@ def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, m
         "cf_checkpoint": "auto",
         "checkpoint_dir": str(workdir / "saved"),
         "target_domain": target,
+        "source_domain": {"eval_user_sample": 7},  # the source side's alone
         "joint_embedding": "text",
         "allmrec_token_space": "vocabulary",
         "item_vocabulary_offset": 100,
@@ -237,6 +238,7 @@ def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, m
     assert allmrec["label"] == "ALLMRec (vocabulary, text joint, match; target user from text)"
     assert allmrec["costs"]["test_users"] == 60 and 0 <= allmrec["test_result"]["hit@1"] <= 1
     assert allmrec["source_result"]["test_result"]["hit@1"] >= 0
+    assert allmrec["companions"][0]["costs"]["test_users"] == 7  # the backbone is tested on the source's sample
     assert allmrec["test_groups"]["cold"]["users"] + allmrec["test_groups"]["warm"]["users"] <= 60
     match = allmrec["other_rankings"][0]
     assert match["label"].endswith("CF match alone, no LLM; target user from text)") and match["dataset"].endswith(

@@ -78,8 +78,8 @@ def check_cross_domain_model(model_class, config):
 
 
 def target_config(model_class, source_config, config_file_list, config_dict, target):
-    """The target side's config: the user's properties, the target block's on top, and the source's trained
-    backbone."""
+    """The target side's config: the user's properties (``config_dict``: never the source block's), the target
+    block's on top, and the source's trained backbone."""
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
     overrides.update({k: v for k, v in target.items() if k != "dataset"})
     overrides.update(cross_domain_source=source_config["dataset"], target_domain=target)
@@ -96,7 +96,7 @@ def check_cross_domain(model_class, config, config_file_list, config_dict):
     cross = domains(config)
     if cross:
         check_cross_domain_model(model_class, config)
-        target_config(model_class, config, config_file_list, source_overrides(config_dict, cross[0]), cross[1])
+        target_config(model_class, config, config_file_list, config_dict, cross[1])
     return cross
 
 

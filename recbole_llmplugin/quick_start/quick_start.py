@@ -38,10 +38,11 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
     cross = check_cross_domain(model_class, config, config_file_list, config_dict)  # train here, test on the target
-    if cross:
-        config_dict = source_overrides(config_dict, cross[0])
-        config, model_class = build_config(model, dataset, config_file_list, config_dict)
-    companions = prepare_backbone(config, config_file_list, config_dict) if needs_backbone(model_class) else []
+    own = config_dict
+    if cross:  # the source block's properties are the training side's alone
+        own = source_overrides(config_dict, cross[0])
+        config, model_class = build_config(model, dataset, config_file_list, own)
+    companions = prepare_backbone(config, config_file_list, own) if needs_backbone(model_class) else []
     result = train_and_evaluate(config, model_class, saved=saved or bool(cross), start=start)
     keep_as_backbone(config, model_class, result)  # a later cf_checkpoint: auto run of these properties reuses it
     if cross:

@@ -112,6 +112,7 @@ KEPT = (
     "test_result",
     "test_se",
     "test_groups",
+    "source_result",
     "best_valid_result",
     "costs",
 )
