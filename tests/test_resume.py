@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,17 @@ if kill:
             os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
         return original(self, interaction)
     setattr(ALLMRec, stage + "_loss", counted)
+release = os.environ.get("HOLD_UNTIL")  # a file: the first stage-1 batch waits for it (the stage's lock held)
+if release:
+    import time
+    from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
+    original_stage1 = ALLMRec.stage1_loss
+    def held(self, interaction):
+        deadline = time.time() + 300
+        while not os.path.exists(release) and time.time() < deadline:
+            time.sleep(0.1)
+        return original_stage1(self, interaction)
+    ALLMRec.stage1_loss = held
 if os.environ.get("VIA_CLI"):  # the command line's main, as run_recbole_llm.py calls it
     import yaml
     yaml.safe_dump(config, open("config.yaml", "w"))
@@ -45,31 +57,45 @@ print("RESULT " + json.dumps({k: float(v) for k, v in result["test_result"].item
 """ % (TINY_DATASET, TINY_DATASET)
 
 
-def _run(folder, config, kill_at=None, wait=True, signal_name="SIGKILL", via_cli=False):
+def _run(folder, config, kill_at=None, wait=True, signal_name="SIGKILL", via_cli=False, hold_until=None, output=None):
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "driver.py").write_text(DRIVER)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    for key in ("KILL_AT", "KILL_SIGNAL", "VIA_CLI"):
+    for key in ("KILL_AT", "KILL_SIGNAL", "VIA_CLI", "HOLD_UNTIL"):
         env.pop(key, None)
+    if hold_until:
+        env["HOLD_UNTIL"] = str(hold_until)
     if kill_at:
         env.update(KILL_AT=kill_at, KILL_SIGNAL=signal_name)
     if via_cli:
         env["VIA_CLI"] = "1"
+    handle = open(output, "w") if output else None  # the output read while the run goes on
     process = subprocess.Popen(
         [sys.executable, "driver.py", "config.json"],
         cwd=folder,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=handle or subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    process.output_handle = handle
     return _finish(process) if wait else process
 
 
 def _finish(process):
     output, _ = process.communicate(timeout=600)
+    if process.output_handle:
+        process.output_handle.close()
+        output = Path(process.output_handle.name).read_text()
     return process.returncode, output
+
+
+def _wait_for(condition, what, timeout=300):
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.2)
 
 
 def _result(output):
@@ -123,8 +149,14 @@ def test_two_identical_runs_at_once_share_without_resuming(tmp_path, resume_conf
     code, clean_output = _run(tmp_path / "clean", resume_config)
     assert code == 0, clean_output[-3000:]
     shared = tmp_path / "shared"
-    first = _run(shared, resume_config, wait=False)
-    second = _run(shared, resume_config, wait=False)
+    release = tmp_path / "release"
+    # the first run holds stage 1's lock until the second has reported waiting for it, whatever the machine's speed
+    first = _run(shared, resume_config, wait=False, hold_until=release)
+    _wait_for(lambda: list((shared / "saved").rglob("*.lock")), "lock of the first run")
+    second_log = tmp_path / "second.txt"
+    second = _run(shared, resume_config, wait=False, output=second_log)
+    _wait_for(lambda: "waiting for it to finish" in second_log.read_text(), "wait by the second run")
+    release.touch()
     (code1, out1), (code2, out2) = _finish(first), _finish(second)
     assert code1 == 0 and code2 == 0, (out1 + out2)[-3000:]
     assert _result(out1) == _result(clean_output) == _result(out2)
