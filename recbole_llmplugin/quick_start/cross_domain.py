@@ -17,22 +17,9 @@ embedding for the target's items: such a run stops with one line saying so.
 import time
 from logging import getLogger
 
-from recbole.utils import init_seed, set_color
+from recbole.utils import set_color
 
-from recbole_llmplugin.evaluator.item_groups import item_groups, use_item_groups
-from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
-from recbole_llmplugin.quick_start.runner import (
-    num_eval_users,
-    ranked_again,
-    build_config,
-    get_trainer_class,
-    prepare_data,
-    restore,
-    row_label,
-    variant_of,
-)
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
-from recbole_llmplugin.utils.compat import recbole_warnings_quiet
+from recbole_llmplugin.quick_start.runner import build_config, evaluate_weights, ranked_again, row_label, variant_of
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.registry import is_plugin_model
 
@@ -111,44 +98,33 @@ def evaluate_on_target(model_class, source_config, source_result, config_file_li
     run's result dict for the target, the source's own test result kept under ``source_result``."""
     start = time.time()
     config = target_config(model_class, source_config, config_file_list, config_dict, target)
-    init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     logger.info(
         set_color("cross-domain", "green") + f": testing on {target['dataset']}, trained on {source_config['dataset']}"
     )
-    _, train_data, _, test_data = prepare_data(config)
-    model = model_class(config, train_data._dataset).to(config["device"])
-    if source_result.get("saved_model_file"):  # nothing to load for a model that trains nothing (LLMOnly)
-        checkpoint = load_checkpoint(source_result["saved_model_file"], map_location=config["device"])
-        restore(model, checkpoint)
-    model.adopt_target_items()
-    with recbole_warnings_quiet():
-        trainer = get_trainer_class(config, model_class)(config, model)
-    evaluator = use_standard_errors(trainer, config)
-    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
-    eval_start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
-    seconds = time.time() - eval_start
-    users = num_eval_users(test_data)
-    logger.info(set_color("test result (target)", "yellow") + f": {test_result}")
+    checkpoint = source_result.get("saved_model_file")  # None for a model that trains nothing (LLMOnly)
+    ready = model_class.adopt_target_items  # readies the model for the target's items
+    tested = evaluate_weights(config, model_class, checkpoint, ready=ready, show_progress=config["show_progress"])
+    logger.info(set_color("test result (target)", "yellow") + f": {tested.test_result}")
     variant = variant_of(model_class, config)
     variant = "; ".join(p for p in (variant, _user_part(model_class, config)) if p)
-    costs = dict(source_result["costs"], test_users=users, eval_seconds_per_user=seconds / max(users, 1))
+    costs = dict(source_result["costs"], test_users=tested.users)
+    costs["eval_seconds_per_user"] = tested.seconds / max(tested.users, 1)
     costs["target_seconds"] = time.time() - start
     result = {
         **{k: v for k, v in source_result.items() if k not in ("other_rankings", "companions")},
         "dataset": f"{source_config['dataset']} -> {target['dataset']}",
         "variant": variant,
         "label": row_label(source_config["model"], variant),
-        "test_result": test_result,
-        "test_se": dict(evaluator.standard_errors),
-        "test_groups": dict(evaluator.group_results),
+        "test_result": tested.test_result,
+        "test_se": dict(tested.evaluator.standard_errors),
+        "test_groups": dict(tested.evaluator.group_results),
         "source_result": {"test_result": source_result["test_result"], "test_se": source_result.get("test_se")},
         "costs": costs,
     }
     result["other_rankings"] = []
-    for mode in model.other_rankings():  # A-LLMRec's CF match alone, on the target's users and items
-        row = ranked_again(model, trainer, evaluator, test_data, mode, result, True)
+    for mode in tested.model.other_rankings():  # A-LLMRec's CF match alone, on the target's users and items
+        row = ranked_again(tested.model, tested.trainer, tested.evaluator, tested.test_data, mode, result, True)
         row["variant"] = "; ".join(p for p in (row["variant"], _user_part(model_class, config)) if p)
         row["label"] = row_label(source_config["model"], row["variant"])
         result["other_rankings"].append(row)

@@ -12,6 +12,7 @@ import tempfile
 import time
 from logging import getLogger
 from pathlib import Path
+from types import SimpleNamespace
 
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
@@ -354,27 +355,43 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     """Test result of a saved RecBole checkpoint under the CURRENT properties (users, candidates...),
     not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    tested = evaluate_weights(config, model_class, checkpoint_file)
+    return {
+        "test_result": dict(tested.test_result),
+        "test_se": _whole_standard_errors(tested.evaluator, config, is_plugin_model(model_class.__name__)),
+        "test_groups": dict(tested.evaluator.group_results),
+        "test_users": tested.users,
+        "eval_seconds_per_user": tested.seconds / max(tested.users, 1),
+    }
+
+
+def evaluate_weights(config, model_class, checkpoint_file, ready=None, show_progress=False):
+    """``model_class`` built on ``config``'s data, ``checkpoint_file``'s weights loaded (None: none, for a model that
+    trains nothing), ``ready(model)`` called, then tested on ``config``'s test users with standard errors and item
+    groups. Returns a namespace: model, trainer, evaluator, test_data, test_result, seconds, users."""
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, _, test_data = prepare_data(config)
-    model_obj = model_class(config, train_data._dataset).to(config["device"])
-    restore(
-        model_obj, load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
-    )
+    model = model_class(config, train_data._dataset).to(config["device"])
+    if checkpoint_file:
+        checkpoint = load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
+        restore(model, checkpoint)
+    if ready is not None:
+        ready(model)
     with recbole_warnings_quiet():
-        trainer = get_trainer_class(config, model_class)(config, model_obj)
+        trainer = get_trainer_class(config, model_class)(config, model)
     evaluator = use_standard_errors(trainer, config)
     use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
     start = time.time()
-    result = trainer.evaluate(test_data, load_best_model=False)
-    seconds = time.time() - start
-    users = num_eval_users(test_data)
-    return {
-        "test_result": dict(result),
-        "test_se": _whole_standard_errors(evaluator, config, is_plugin_model(model_class.__name__)),
-        "test_groups": dict(evaluator.group_results),
-        "test_users": users,
-        "eval_seconds_per_user": seconds / max(users, 1),
-    }
+    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=show_progress)
+    return SimpleNamespace(
+        model=model,
+        trainer=trainer,
+        evaluator=evaluator,
+        test_data=test_data,
+        test_result=test_result,
+        seconds=time.time() - start,
+        users=num_eval_users(test_data),
+    )
 
 
 def num_eval_users(loader):
