@@ -3,14 +3,17 @@ training step (CF backbone, stage 1, stage 2, LoRA) and tested alone."""
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from recbole.trainer import Trainer
 
 from conftest import REPO, TINY_DATASET
 import recbole_llmplugin.quick_start.runner as runner
 from recbole_llmplugin import run_recbole_llm
+from recbole_llmplugin.data.scenarios import _keep_last
 from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
 from recbole_llmplugin.quick_start.compare import comparison_table, run_models
 from recbole_llmplugin.quick_start.runner import build_config, prepare_data
@@ -173,6 +176,15 @@ def test_cold_users_keep_their_last_interactions(workdir, tiny_config):
     # the other users keep all their interactions: one augmented row per interaction after each user's first
     cut = sum(len(sequences[dataset.id2token(uid, int(u))]) - 4 for u in held)
     assert len(dataset.inter_feat) == sum(len(s) for s in sequences.values()) - cut - len(sequences)
+
+
+def test_the_cut_at_equal_timestamps_keeps_the_rows_standing_first():
+    inter = pd.DataFrame({"user_id": [1, 1, 1, 1, 2, 2], "item_id": [10, 11, 12, 13, 20, 21], "ts": [1, 2, 2, 2, 1, 2]})
+    dataset = SimpleNamespace(inter_feat=inter, uid_field="user_id", time_field="ts")
+    _keep_last(dataset, np.array([1]), 2)
+    assert dataset.inter_feat["item_id"].tolist() == [11, 12, 20, 21]  # user 1: ts 2 three times; 11, 12 stand first
+    _keep_last(dataset, np.array([1, 2]), 1)
+    assert dataset.inter_feat["item_id"].tolist() == [11, 21]
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,8 @@ def _keep_last(dataset, users, length):
             "cold_users keeps each held-out user's last interactions, which needs the timestamp column: add it to "
             "load_col inter"
         )
-    from_end = inter.groupby(uid)[time].rank(method="first", ascending=False)  # 1 = the user's last
+    # 1 = the user's last; among equal timestamps the row standing first in the file ranks as the later
+    from_end = inter.groupby(uid)[time].rank(method="first", ascending=False)
     cut = inter[uid].isin(users).to_numpy() & (from_end.to_numpy() > length)
     dataset.inter_feat = inter[~cut].reset_index(drop=True)
 
