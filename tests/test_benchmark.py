@@ -140,6 +140,29 @@ def test_restart_skips_finished_runs_and_retries_failed(spec):
     assert rows["C"]["failed"] == 0 and rows["C"]["runs"] == 2
 
 
+def test_a_run_file_of_other_properties_runs_again(spec, caplog):
+    run_benchmark(spec, FakeRunner())
+    bench = yaml.safe_load(spec.read_text())
+    again = FakeRunner()
+    run_benchmark(spec, again)
+    assert again.calls == []  # same properties: every run reused
+    bench["benchmark_model_properties"]["B"] = {"epochs": 4}  # one entry's properties
+    bench["show_progress"] = False  # how visibly a run works: no new run for it
+    spec.write_text(yaml.safe_dump(bench))
+    again = FakeRunner()
+    run_benchmark(spec, again)
+    assert sorted(again.calls) == [("B", "d1", 1), ("B", "d1", 2)]
+    assert "written under other properties" in caplog.text
+    bench["epochs"] = 9  # a shared property: every run
+    spec.write_text(yaml.safe_dump(bench))
+    again = FakeRunner()
+    run_benchmark(spec, again)
+    assert len(again.calls) == 6
+    again = FakeRunner()
+    run_benchmark(spec, again)
+    assert again.calls == []
+
+
 def test_per_model_properties_reach_the_runner(spec):
     seen = {}
 

@@ -8,7 +8,8 @@ The benchmark file is also every run's property file (shared evaluation, fixed c
 ``model`` key is a label for that model with those properties, e.g. ``ALLMRec-GRU4Rec: {model: ALLMRec,
 cf_model: GRU4Rec}``). Each finished run
 is written to ``<output>/runs/<dataset>-<model>-seed<seed>.json`` and is not redone when the benchmark
-is restarted; a failed run is reported as failed (and retried on restart) without stopping the others.
+is restarted with the same properties (``run_properties``); a run file written under other properties is run again,
+with a warning. A failed run is reported as failed (and retried on restart) without stopping the others.
 Rows are labelled with each run's form (``runner.row_label``: ``ALLMRec (vocabulary, match)``); a model that ranks
 its trained weights another way too (A-LLMRec's CF match alone, ``eval_match_row``) adds that row, kept in the same
 run file. Outputs: ``runs.csv`` (one row per run and ranking: label, variant, n, metrics and their standard errors),
@@ -16,6 +17,7 @@ run file. Outputs: ``runs.csv`` (one row per run and ranking: label, variant, n,
 ``summary.png`` (hit@1 and ndcg@10 per label, ±1 SE).
 """
 
+import hashlib
 import json
 import os
 import traceback
@@ -27,6 +29,7 @@ import yaml
 from tabulate import tabulate
 from tqdm import tqdm
 
+from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
 from recbole_llmplugin.evaluator.item_groups import group_rows
 from recbole_llmplugin.quick_start.compare import metric_cell
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
@@ -103,6 +106,36 @@ def run_file(output, dataset, model, seed):
     return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
 
 
+# keys of RUN_LOCAL_KEYS that change what a benchmark row measures (they are run-local for trained artefacts only)
+MEASURED_KEYS = frozenset({"target_domain", "cross_domain_user", "eval_match_row"})
+
+
+def run_properties(spec, dataset, model, seed):
+    """What one run of the benchmark is asked to run: the benchmark file's properties (its ``benchmark_*`` lists and
+    the keys that only say where or how visibly a run works aside), the entry's own properties, the dataset, the seed.
+    Its digest is kept in the run file: a finished run is reused only under the same properties."""
+    ignored = RUN_LOCAL_KEYS - MEASURED_KEYS
+    shared = {k: v for k, v in spec.items() if not k.startswith("benchmark_") and k not in ignored}
+    entry = spec["benchmark_model_properties"].get(model) or {}
+    wanted = {"shared": shared, "entry": entry, "dataset": dataset, "model": model, "seed": seed}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_run(target, properties):
+    """The run file's record when it was written under ``properties``; None (with a warning when it exists) when it
+    must run."""
+    if not target.is_file():
+        return None
+    record = json.loads(target.read_text(encoding="utf-8"))
+    if record.get("properties") == properties:
+        return record
+    getLogger().warning(
+        f"{target} was written under other properties than the benchmark file's now (or before run files kept "
+        f"them): running it again"
+    )
+    return None
+
+
 KEPT = (
     "model",
     "variant",
@@ -157,13 +190,16 @@ def run_benchmark(path, runner=None):
     records = []
     for dataset, seed, model in tqdm(jobs, desc="benchmark", ncols=100):
         target = run_file(output, dataset, model, seed)
-        if target.is_file():
-            records.extend(_rows({**json.loads(target.read_text(encoding="utf-8")), "seed": seed}))
+        properties = run_properties(spec, dataset, model, seed)
+        finished = finished_run(target, properties)
+        if finished is not None:
+            records.extend(_rows({**finished, "seed": seed}))
             continue
         overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
             result = _jsonable(runner(actual, dataset, [str(path)], overrides), model)
+            result["properties"] = properties
             atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         except Exception as error:  # reported, retried on restart, never stops the other runs
             getLogger().error(traceback.format_exc())
