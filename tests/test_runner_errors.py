@@ -59,6 +59,14 @@ def test_missing_dataset_is_one_clear_error(workdir):
         build_config("SASRec", "no-such-data", config_dict={"data_path": str(workdir), "train_neg_sample_args": None})
 
 
+@pytest.mark.parametrize("dataset", ["amazon-beauty-p5", "amazon-games-llmrank"])
+def test_an_unconverted_amazon_set_names_the_converter(workdir, dataset):
+    with pytest.raises(
+        DatasetNotFoundError, match="convert it first: python -m recbole_llmplugin.data.amazon --source"
+    ):
+        build_config("SASRec", dataset, config_dict={"data_path": str(workdir), "train_neg_sample_args": None})
+
+
 def test_bad_llm_path_is_one_clear_error(tmp_path):
     with pytest.raises(LLMLoadError, match="llm_path='.*not-a-model'"):
         load_llm(str(tmp_path / "not-a-model"))
