@@ -134,7 +134,7 @@ def test_sigkill_then_rerun_gives_bit_identical_weights(tmp_path, resume_config,
     code, output = _run(tmp_path / "killed", resume_config)
     assert code == 0, output[-3000:]
     stage = kill_at.split(":")[0]
-    assert "took over the stale lock" in output and f"resuming" in output and "from epoch 1" in output
+    assert "took over the stale lock" in output and "resuming" in output and "from epoch 1" in output
     assert _result(output) == _result(clean_output)
     clean, resumed = _stage_weights(tmp_path / "clean"), _stage_weights(tmp_path / "killed")
     assert sorted(clean) == sorted(resumed) and any(stage in name for name in clean)
