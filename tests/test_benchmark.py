@@ -1,7 +1,6 @@
 """Benchmark harness: aggregation, failure isolation, restart skipping, outputs (with a fake runner)."""
 
 import csv
-import os
 
 import pytest
 import yaml
@@ -308,21 +307,26 @@ def _shipped(kind):
 
 
 def _dataset_present(name):
-    """ml-100k ships with recbole; the Amazon profiles read ``data_path: dataset/`` of the working folder, where
-    ``python -m recbole_llmplugin.data.amazon`` writes them."""
-    return name == "ml-100k" or os.path.isdir(os.path.join("dataset", name))
+    """ml-100k ships with recbole; the Amazon profiles read ``data_path: dataset/``, where
+    ``python -m recbole_llmplugin.data.amazon --output dataset`` writes them in the repository."""
+    from conftest import REPO
+
+    return name == "ml-100k" or (REPO / "dataset" / name).is_dir()
 
 
 @pytest.mark.parametrize("path", _shipped("b"), ids=lambda p: p.name)
 def test_every_shipped_benchmark_file_passes_its_checks(workdir, path):
     """Each benchmark file in properties/benchmark/ names known models and valid properties for every entry (the
     Amazon ones when their converted data is there)."""
+    from conftest import REPO
+
     from recbole_llmplugin.tools.benchmark import check_runs, load_spec
 
     spec = load_spec(str(path))
     datasets = spec["benchmark_datasets"] + [(spec.get("target_domain") or {}).get("dataset", "ml-100k")]
     if not all(_dataset_present(d) for d in datasets):
         pytest.skip(f"{datasets} not converted here (python -m recbole_llmplugin.data.amazon)")
+    (workdir / "dataset").symlink_to(REPO / "dataset")  # the profiles' data_path, from this temp working folder
     check_runs(spec, str(path))
 
 
