@@ -22,6 +22,7 @@ from recbole_llmplugin.utils.errors import ConfigValueError, one_line_errors
 from recbole_llmplugin.utils.files import atomic_write
 
 GAMES, BEAUTY = "amazon-games-llmrank", "amazon-beauty-p5"
+CONVERT_COMMAND = "python -m recbole_llmplugin.data.amazon --source ../shared/data --output dataset"
 
 
 def clean_title(text):

@@ -10,7 +10,7 @@ import os
 
 from recbole.utils import FeatureType
 
-from recbole_llmplugin.data.amazon import BEAUTY, GAMES
+from recbole_llmplugin.data.amazon import BEAUTY, CONVERT_COMMAND, GAMES
 from recbole_llmplugin.utils.errors import ConfigValueError, DatasetNotFoundError
 
 __all__ = ["DatasetNotFoundError", "check_dataset", "check_atomic_file", "require_item_file"]
@@ -31,14 +31,11 @@ def check_dataset(config):
     expected = _expected_inter_files(config)
     if not os.path.isdir(folder):
         if dataset in (GAMES, BEAUTY):
-            raise DatasetNotFoundError(
-                f"dataset '{dataset}': folder '{os.path.abspath(folder)}' does not exist; convert it first: "
-                f"python -m recbole_llmplugin.data.amazon --source ../shared/data --output dataset"
-            )
-        raise DatasetNotFoundError(
-            f"dataset '{dataset}': folder '{os.path.abspath(folder)}' does not exist; "
-            f"expected RecBole atomic files {', '.join(expected)} (+ {dataset}.item) there; set data_path to their parent folder"
-        )
+            fix = f"convert it first: {CONVERT_COMMAND}"
+        else:
+            fix = f"expected RecBole atomic files {', '.join(expected)} (+ {dataset}.item) there; "
+            fix += "set data_path to their parent folder"
+        raise DatasetNotFoundError(f"dataset '{dataset}': folder '{os.path.abspath(folder)}' does not exist; {fix}")
     missing = [name for name in expected if not os.path.isfile(os.path.join(folder, name))]
     if missing:
         raise DatasetNotFoundError(
