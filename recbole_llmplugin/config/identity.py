@@ -60,6 +60,7 @@ RUN_LOCAL_KEYS = frozenset(
         "llm_device_map",
         # resolved separately: replaced by the content of the file it names
         "cf_checkpoint",
+        "rerank_checkpoint",
         "trust_checkpoint",
         "lock_timeout",  # how long to wait for another run
         # a benchmark file's own keys (its per-model overrides reach each run's config directly)
@@ -68,6 +69,8 @@ RUN_LOCAL_KEYS = frozenset(
         "benchmark_seeds",
         "benchmark_output",
         "benchmark_model_properties",
+        "benchmark_reference",
+        "benchmark_paired_test",
     }
 )
 

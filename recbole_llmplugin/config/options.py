@@ -20,6 +20,7 @@ OPTIONS = {
     "llm_eval_quantization": ("none", "int8"),
     "llm_score_method": ("packed", "cache"),
     "llm_device_map": ("none", "auto", "balanced", "balanced_low_0", "sequential"),  # accelerate's device maps
+    "unisrec_mode": ("inductive", "transductive"),  # UniSRec's items: their text alone, or text + an ID embedding
 }
 
 # objectives that train what eval_mode index ranks by (the candidate labels; match: the mixture the labels follow)

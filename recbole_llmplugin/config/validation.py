@@ -142,11 +142,17 @@ RULES = {
     "stage2_validate": BOOL,
     "stage2_user_sample": POSITIVE_OR_NONE,
     "rerank_topk": POSITIVE,
+    "rerank_retriever": STR,
+    "rerank_checkpoint": STR,
     "eval_match_row": BOOL,
     "lora_r": POSITIVE,
     "lora_alpha": RATE,
     "lora_dropout": _float(0.0, 1.0),
     "lora_target_modules": Rule("list", none=True),
+    "unisrec_pretrained": OPT_STR,
+    "unisrec_n_experts": POSITIVE,
+    "unisrec_adaptor_dropout": _float(0.0, 1.0),
+    "unisrec_temperature": RATE,
     # the option values: config.options
     **{key: _enum(*values) for key, values in OPTIONS.items()},
 }

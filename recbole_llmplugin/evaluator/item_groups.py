@@ -79,14 +79,16 @@ def use_item_groups(trainer, evaluator, groups):
         result = evaluate(dataobject)
         rows = torch.cat(targets).numpy() if targets else np.empty(0, dtype=np.int64)
         targets.clear()
-        evaluator.group_results = group_results(evaluator.user_values, rows, groups)
+        evaluator.group_results = group_results(evaluator.user_values, rows, groups, evaluator.user_ids)
         return result
 
     evaluator.evaluate = evaluate_with_groups
 
 
-def group_results(user_values, targets, groups):
-    """Each group's mean and standard error of every per-user metric value, over the users whose target it holds."""
+def group_results(user_values, targets, groups, user_ids=None):
+    """Each group's mean and standard error of every per-user metric value, over the users whose target it holds;
+    with ``user_ids`` ([n] ids of the evaluated users) also its per-user values (``user_values``: {"users": ids,
+    metric: values}), for paired comparisons within the group."""
     if not user_values:
         return {}
     n_users = len(next(iter(user_values.values())))
@@ -104,6 +106,8 @@ def group_results(user_values, targets, groups):
             chosen = values[member]
             row[metric] = float(chosen.mean()) if len(chosen) else float("nan")
             row[metric + "_se"] = standard_error(chosen)
+        if user_ids is not None:
+            row["user_values"] = {"users": user_ids[member], **{m: v[member] for m, v in user_values.items()}}
         results[name] = row
     return results
 
@@ -113,10 +117,13 @@ def group_rows(row):
     count in the places the row has them (``test_result``, ``test_se``, ``costs["test_users"]``), and ``group``."""
     rows = []
     for group, values in (row.get("test_groups") or {}).items():
-        metrics = {k: v for k, v in values.items() if k != "users" and not k.endswith("_se")}
+        kept = ("users", "user_values")
+        metrics = {k: v for k, v in values.items() if k not in kept and not k.endswith("_se")}
         errors = {k[: -len("_se")]: v for k, v in values.items() if k.endswith("_se")}
         costs = dict(row.get("costs") or {}, test_users=values["users"])
-        rows.append({**row, "group": group, "test_result": metrics, "test_se": errors, "costs": costs})
+        grouped = {**row, "group": group, "test_result": metrics, "test_se": errors, "costs": costs}
+        grouped["test_user_values"] = values.get("user_values")
+        rows.append(grouped)
     for kept in rows:
         kept.pop("test_groups", None)
     return rows

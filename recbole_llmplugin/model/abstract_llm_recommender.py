@@ -11,11 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llmplugin.config.options import OPTIONS, check_ranking
 from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
+from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
 from recbole_llmplugin.trainer.distributed import is_distributed, single_process_view
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.data.item_text import ItemTextStore
@@ -62,7 +64,7 @@ class LLMRecommender(SequentialRecommender):
     trains_stage2 = True  # False for models that train nothing (their stage-2 keys are not read)
     trains_llm_layers = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
-    full_sort = False  # ranks all items (eval_args mode full) through full_sort_predict
+    full_sort = True  # eval_args mode full: re-ranks a CF retriever's top rerank_topk unseen items
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -72,6 +74,8 @@ class LLMRecommender(SequentialRecommender):
         self.eval_user_batch = config["llm_eval_user_batch"]
         self.eval_mode = config["eval_mode"]
         self.eval_negatives = eval_negatives(config)
+        self.rerank_topk = config["rerank_topk"]
+        self.retrieval_hits = []  # full ranking: [users] per evaluated batch, whether the target was retrieved
         self.objective = (config["stage2_objective"] or "generate") if self.trains_stage2 else None
         self.n_candidates = config["stage2_candidates"] if self.trains_stage2 else None
         self._check_options(config, dataset)
@@ -97,6 +101,20 @@ class LLMRecommender(SequentialRecommender):
                 "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
             )
         self.token_counts = {"train_examples": 0, "train_tokens": 0, "eval_users": 0, "eval_tokens": 0}
+        if self.eval_negatives is None and not self.retrieves_with_backbone(config):
+            self.retriever = CFBackbone(  # frozen: the CF model whose top items are re-ranked
+                config["rerank_checkpoint"], dataset, device=config["device"], trust=config["trust_checkpoint"]
+            )
+
+    @classmethod
+    def retrieves_with_backbone(cls, config):
+        """Whether full ranking re-ranks the model's own CF backbone's top items (no separate retriever). None here:
+        models with a backbone override it."""
+        return False
+
+    def retrieval_model(self):
+        """The frozen CF model whose top ``rerank_topk`` unseen items full ranking re-ranks."""
+        return self.retriever
 
     def _check_options(self, config, dataset):
         """The model's own option values and their combination (``config.options.check_ranking``), before the LLM
@@ -611,7 +629,38 @@ class LLMRecommender(SequentialRecommender):
             "prompt_tokens_per_user": c["eval_tokens"] / c["eval_users"] if c["eval_users"] else None,
         }
 
+    @torch.no_grad()  # not inference mode: RecBole's trainer writes -inf into the returned scores
     def full_sort_predict(self, interaction):
-        raise ConfigValueError(
-            f"{type(self).__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
+        """Full ranking (RecBole's ``mode: full``): the retriever's top ``rerank_topk`` items of each user, as RecBole
+        ranks them for the retriever's own row (for sequential models RecBole masks no history item), scored by this
+        model's ranking as a sampled list of candidates is; every other item gets -inf, so a target that was not
+        retrieved is a miss. Records for each user whether its target was retrieved (``retrieval_recall``)."""
+        seq, seq_len, uid = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
+        cf_scores = self.retrieval_model().full_sort_scores(seq, seq_len, uid)  # [B, n_items]
+        cf_scores[:, 0] = -torch.inf  # padding
+        top = cf_scores.topk(min(self.rerank_topk, self.n_items - 1), dim=1).indices  # [B, K]
+        if self.ITEM_ID in interaction.interaction:  # the test target of each row (RecBole's sequential loaders)
+            self.retrieval_hits.append((top == interaction[self.ITEM_ID][:, None]).any(1).cpu())  # [B]
+        k = top.shape[1]
+        rows = Interaction(
+            {
+                self.USER_ID: uid.repeat_interleave(k),
+                self.ITEM_SEQ: seq.repeat_interleave(k, 0),
+                self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
+                self.ITEM_ID: top.reshape(-1),
+            }
         )
+        scores = torch.full_like(cf_scores, -torch.inf)
+        scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype).clone())
+        return scores  # [B, n_items]
+
+    def retrieval_recall(self):
+        """{"at": rerank_topk, "recall", "se", "users"} of the retrieval since the last call (full ranking: the share
+        of evaluated users whose target the retriever put in its top rerank_topk, the ceiling of every re-ranked
+        metric), or None; the record is cleared."""
+        hits, self.retrieval_hits = self.retrieval_hits, []
+        if not hits:
+            return None
+        hits = torch.cat(hits).double().numpy()
+        se = float(hits.std(ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else float("nan")
+        return {"at": self.rerank_topk, "recall": float(hits.mean()), "se": se, "users": len(hits)}

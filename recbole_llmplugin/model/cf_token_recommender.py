@@ -6,7 +6,7 @@ candidate title, trained on the LLM's loss (``stage2_objective``) with everythin
 the subclass's item path (``item_inputs``): A-LLMRec's stage-1 joint embeddings, or MLP-LLM's raw CF embeddings.
 
 Evaluation ranks RecBole's candidates with the shared candidate scorer (soft tokens included); ``full_sort_predict``
-re-ranks the backbone's top ``rerank_topk`` items. The plugin's options beside the paper's form (``token space``,
+re-ranks the backbone's top ``rerank_topk`` items (the base's ``full_sort_predict``). The plugin's options beside the paper's form (``token space``,
 ``match``, ``{item_token}`` answers) are described in ``recbole_llmplugin/model/llm_recommender/allmrec.py`` and
 docs/allmrec.md.
 """
@@ -15,7 +15,6 @@ from logging import getLogger
 
 import torch
 import torch.nn.functional as F
-from recbole.data.interaction import Interaction
 from torch import nn
 
 from recbole_llmplugin.config.options import OPTIONS
@@ -53,11 +52,9 @@ class CFTokenRecommender(LLMRecommender):
     eval_modes = OPTIONS["eval_mode"]  # match: the trained CF match alone, no LLM pass
     answer_item_token = CANDIDATE_TOKEN
     objectives = OPTIONS["stage2_objective"]  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
-    full_sort = True  # the backbone's top rerank_topk items, re-ranked
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.rerank_topk = config["rerank_topk"]
         self.architecture = config["allmrec_architecture"]
         self.match_weight = float(config["stage2_match_weight"] or 0.0)
         self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
@@ -92,6 +89,17 @@ class CFTokenRecommender(LLMRecommender):
             self.register_buffer("item_vocab_ids", ids.to(config["device"]), persistent=False)  # [n_items]
         self.generate_counts = [0, 0]  # eval_mode generate: [outputs matching no candidate, outputs]
         self.set_stage("eval")
+
+    @classmethod
+    def retrieves_with_backbone(cls, config):
+        """Full ranking re-ranks the backbone's own top items unless another retriever (or its checkpoint) is named."""
+        return config["rerank_checkpoint"] in ("auto", config["cf_checkpoint"]) and config["rerank_retriever"] in (
+            "backbone",
+            config["cf_model"],
+        )
+
+    def retrieval_model(self):
+        return self.backbone if self.retrieves_with_backbone(self.config) else self.retriever
 
     def build_item_path(self, config, d):
         """Modules between the backbone's item embeddings [n_items, d] and F_I; returns the size F_I reads. None here:
@@ -334,28 +342,6 @@ class CFTokenRecommender(LLMRecommender):
         if len(ids) == 1:
             stops.append(ids[0])
         return [t for t in stops if t is not None]
-
-    @torch.inference_mode()
-    def full_sort_predict(self, interaction):
-        """The backbone retrieves the top ``rerank_topk`` unseen items, A-LLMRec scores them; every
-        other item gets -inf."""
-        seq, seq_len, uid = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], interaction[self.USER_ID]
-        cf_scores = self.backbone.full_sort_scores(seq, seq_len, uid)  # [B, n_items]
-        cf_scores[:, 0] = -torch.inf
-        cf_scores.scatter_(1, seq, -torch.inf)  # history excluded
-        top = cf_scores.topk(self.rerank_topk, dim=1).indices  # [B, K]
-        k = top.shape[1]
-        rows = Interaction(
-            {
-                self.USER_ID: uid.repeat_interleave(k),
-                self.ITEM_SEQ: seq.repeat_interleave(k, 0),
-                self.ITEM_SEQ_LEN: seq_len.repeat_interleave(k),
-                self.ITEM_ID: top.reshape(-1),
-            }
-        )
-        scores = torch.full_like(cf_scores, -torch.inf)
-        scores.scatter_(1, top, self.score_blocks(rows).view(-1, k).to(scores.dtype))
-        return scores
 
 
 def _normalise(text):

@@ -22,19 +22,20 @@ from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
 from recbole_llmplugin.utils.registry import is_plugin_model
 from recbole_llmplugin.config.paths import properties_dir
-from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, train_and_evaluate
+from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, retriever_name, train_and_evaluate
 from recbole_llmplugin.config.validation import yaml_keys, recbole_keys
 from recbole_llmplugin.data.scenarios import SCENARIO_KEYS
 
 
-def prepare_backbone(config, config_file_list, config_dict):
+def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="cf_checkpoint", role="backbone"):
     """Train (or reuse) the CF backbone when ``cf_checkpoint: auto`` and point ``config["cf_checkpoint"]`` at
-    it; returns ``[its run result]`` (``[]`` for a given checkpoint)."""
-    if config["cf_checkpoint"] != "auto":
+    it; returns ``[its run result]`` (``[]`` for a given checkpoint). ``cf_model``, ``key`` and ``role`` name another
+    RecBole model trained the same way (the full-ranking retriever: ``rerank_checkpoint``)."""
+    if config[key] != "auto":
         return []
-    cf_model = config["cf_model"]
+    cf_model = cf_model or config["cf_model"]
     # one process trains it: a data-parallel run's main process, while the others wait (no launch keys)
-    skipped = ("model", "cf_checkpoint", *LAUNCH_KEYS)
+    skipped = ("model", "cf_checkpoint", "rerank_checkpoint", *LAUNCH_KEYS)
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
     backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
     path = backbone_path(backbone_config)
@@ -45,12 +46,31 @@ def prepare_backbone(config, config_file_list, config_dict):
             ):  # a concurrent identical run waits
                 args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
                 result = _train_or_reuse(*args)
-    config["cf_checkpoint"] = path
+    config[key] = path
     if not is_main():  # the main process reports it
         return []
-    result["model"] = result["label"] = f"{cf_model} (backbone)"
-    result["variant"] = "backbone"
+    result["model"] = result["label"] = f"{cf_model} ({role})"
+    result["variant"] = role
     return [result]
+
+
+def prepare_retriever(config, config_file_list, config_dict, model_class):
+    """Under full ranking, train (or reuse) an LLM model's retriever when ``rerank_checkpoint: auto`` and point
+    ``config["rerank_checkpoint"]`` at it; returns ``[its run result]``: its own full-ranking row. Nothing when the
+    retriever is the model's CF backbone (its row is the backbone's) or the evaluation is sampled."""
+    if not getattr(model_class, "full_sort", False) or not hasattr(model_class, "retrieves_with_backbone"):
+        return []
+    if "full" not in evaluation_modes(config) or model_class.retrieves_with_backbone(config):
+        return []
+    return prepare_backbone(
+        config, config_file_list, config_dict, retriever_name(config), key="rerank_checkpoint", role="retriever"
+    )
+
+
+def evaluation_modes(config):
+    """RecBole's ``eval_args.mode`` values of a run (one, or valid's and test's)."""
+    modes = config["eval_args"]["mode"]
+    return list(modes.values()) if isinstance(modes, dict) else [modes]
 
 
 def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path):
@@ -112,7 +132,7 @@ def _reused(cf_model, config, config_file_list, overrides, path, summary):
         result = json.load(handle)
     fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
     result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
-    result["test_groups"] = fresh["test_groups"]
+    result["test_groups"], result["test_user_values"] = fresh["test_groups"], fresh["test_user_values"]
     result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
     return result
 

@@ -1,7 +1,9 @@
 """Command line: RecBole's run_recbole.py flags, for plugin and RecBole models alike."""
 
 import argparse
+import os
 import sys
+import time
 
 INTERRUPTED = (
     "interrupted: every finished epoch of a plugin stage is saved (nothing half-written); run the same command "
@@ -83,7 +85,8 @@ def main(argv=None):
             )
             return 2
     # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
-    run = (models, args.dataset, config_files, len(models) > 1 and not launch)
+    output = result_folder(args.dataset)
+    run = (models, args.dataset, config_files, len(models) > 1 and not launch, output)
     code, results = _one_line_errors(run_launched, _run_models, run, args.nproc, launch)
     if code is not None:
         return code
@@ -96,7 +99,21 @@ def main(argv=None):
         f"± = standard error over the n users; a row named 'Model (...)' is that model in the form named):\n"
     )
     print(comparison_table(results))
+    from recbole_llmplugin.tools.compare import paired_markdown, paired_rows
+
+    paired = paired_rows(results, models[0])
+    if len(paired) > 1:
+        print("\n" + paired_markdown(paired))
+    if os.path.isdir(output):
+        print(f"\nrun files (per-user values; python -m recbole_llmplugin.tools.compare {output}): {output}/runs/")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def result_folder(dataset):
+    """Where a plain run writes its run files: ``results/<dataset>-<date>-<time>-<pid>`` (relative to the working
+    folder, beside RecBole's ``log/`` and ``saved/``)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return os.path.join("results", f"{dataset}-{stamp}-{os.getpid()}")
 
 
 def launch_keys(args):
@@ -117,10 +134,13 @@ def launch_keys(args):
     return {"world_size": world, "nproc": args.nproc, "offset": args.group_offset, "ip": args.ip, "port": args.port}
 
 
-def _run_models(models, dataset, config_files, isolate_failures, launch=None):
-    """The comparison's rows (every process runs it; only the main process's rows are returned)."""
+def _run_models(models, dataset, config_files, isolate_failures, output, launch=None):
+    """The comparison's rows (every process runs it; only the main process's rows are returned, and only it writes
+    the run files)."""
     from recbole_llmplugin.quick_start.compare import run_models
     from recbole_llmplugin.trainer.distributed import is_main
 
-    results = run_models(models, dataset, config_files, config_dict=launch, isolate_failures=isolate_failures)
+    results = run_models(
+        models, dataset, config_files, config_dict=launch, isolate_failures=isolate_failures, output=output
+    )
     return results if is_main() else None

@@ -12,6 +12,7 @@ from logging import getLogger
 from tabulate import tabulate
 
 from recbole_llmplugin.evaluator.item_groups import group_rows
+from recbole_llmplugin.trainer.distributed import is_main
 from recbole_llmplugin.utils.errors import PluginError
 from recbole_llmplugin.quick_start.quick_start import run_recbole_llm
 
@@ -23,12 +24,17 @@ COST_COLUMNS = [
 ]
 
 
-def run_models(models, dataset, config_file_list=None, config_dict=None, isolate_failures=True):
-    """Run each model; with ``isolate_failures`` a failure becomes a FAILED row instead of raising."""
+def run_models(models, dataset, config_file_list=None, config_dict=None, isolate_failures=True, output=None):
+    """Run each model; with ``isolate_failures`` a failure becomes a FAILED row instead of raising. With ``output``
+    each finished model's result (and its backbone's) is written there as a run file, the benchmark's format
+    (``<output>/runs/<dataset>-<model>-seed<seed>.json``, per-user values included)."""
     results = []
     for name in models:
         try:
             result = run_recbole_llm(name, dataset, config_file_list, config_dict)
+            if output is not None and is_main():
+                for row in result.get("companions", []) + [result]:
+                    write_run_file(output, row)
             ranked = result.get("companions", []) + [result] + result.get("other_rankings", [])
             # e.g. ALLMRec's CF backbone (same candidates) and its CF match alone (same users), each followed by
             # its rows for warm and cold test targets (eval_item_groups)
@@ -42,10 +48,54 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
     return results
 
 
+def write_run_file(output, result):
+    """One result written as a run file under ``output`` (atomically): what ``tools.compare`` reads."""
+    import json
+    from pathlib import Path
+
+    from recbole_llmplugin.tools.benchmark import _jsonable, run_file
+    from recbole_llmplugin.utils.files import atomic_write
+
+    name = result["model"]
+    seed = result.get("seed", "")
+    kept = _jsonable(result, name)
+    kept["label"] = result.get("label") or name
+    target = run_file(output, str(result["dataset"]).replace(" -> ", "-to-"), name.replace(" ", "_"), seed)
+    atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=1), encoding="utf-8"))
+    return target
+
+
 def comparison_table(results, tablefmt="github"):
     """Markdown table: one row per result (labelled with its form), each test metric as mean ± standard error over
-    the n evaluated users, then n and the costs."""
-    return tabulate(*_table(results), tablefmt=tablefmt)
+    the n evaluated users, then n and the costs; below it, each full-ranking LLM row's retriever recall."""
+    lines = recall_lines(results)
+    return tabulate(*_table(results), tablefmt=tablefmt) + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def stopping_cell(costs):
+    """How a RecBole trainer's fit ended: ``valid: best 12 of 15`` (early stopping) or ``CAP 10: best 10`` (the
+    epoch cap stopped it, maybe still improving); "" for the plugin's stage trainers."""
+    if not costs or costs.get("stopped_by") is None:
+        return ""
+    best = costs.get("best_epoch")
+    if costs["stopped_by"] == "validation":
+        return f"valid: best {best} of {costs['epochs_run']}"
+    return f"CAP {costs['epoch_cap']}: best {best}"
+
+
+def recall_lines(results):
+    """One line per full-ranking row that re-ranked a retriever's top items: the retriever's recall@N over the same
+    users, the ceiling of that row's metrics."""
+    lines = []
+    for result in results:
+        recall = result.get("retriever_recall")
+        if recall and not result.get("group"):
+            label = result.get("label") or result["model"]
+            lines.append(
+                f"{label} re-ranks {recall['retriever']}'s top {recall['at']}: recall@{recall['at']} "
+                f"{metric_cell(recall['recall'], recall['se'])} (n {recall['users']}); a target not retrieved is a miss"
+            )
+    return lines
 
 
 def metric_cell(value, se):
@@ -66,7 +116,7 @@ def _table(results):
         label = result.get("label") or result["model"]
         label += f" [{result['group']} targets]" if result.get("group") else ""
         if "error" in result:
-            rows.append([label, "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) + 1))
+            rows.append([label, "FAILED: " + result["error"][:80]] + [""] * (len(metrics) + len(COST_COLUMNS) + 2))
             continue
         se = result.get("test_se") or {}
         row = [label] + [metric_cell(result["test_result"][m], se.get(m)) for m in metrics]
@@ -80,7 +130,8 @@ def _table(results):
             " / ".join(
                 f"{k[:-8]} {v:.0f}" for k, v in costs.items() if k.endswith("_seconds") and k.startswith("stage")
             ),
+            stopping_cell(costs),
         ]
         rows.append(row)
-    headers = ["model"] + metrics + ["n"] + [label for _, label in COST_COLUMNS] + ["train s per stage"]
+    headers = ["model"] + metrics + ["n"] + [label for _, label in COST_COLUMNS] + ["train s per stage", "epochs"]
     return rows, headers

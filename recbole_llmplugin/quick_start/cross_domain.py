@@ -19,7 +19,14 @@ from logging import getLogger
 
 from recbole.utils import set_color
 
-from recbole_llmplugin.quick_start.runner import build_config, evaluate_weights, ranked_again, row_label, variant_of
+from recbole_llmplugin.quick_start.runner import (
+    build_config,
+    evaluate_weights,
+    evaluation_record,
+    ranked_again,
+    row_label,
+    variant_of,
+)
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.registry import is_plugin_model
 
@@ -117,8 +124,7 @@ def evaluate_on_target(model_class, source_config, source_result, config_file_li
         "variant": variant,
         "label": row_label(source_config["model"], variant),
         "test_result": tested.test_result,
-        "test_se": dict(tested.evaluator.standard_errors),
-        "test_groups": dict(tested.evaluator.group_results),
+        **evaluation_record(tested.evaluator, config, True, tested.test_data._dataset),
         "source_result": {"test_result": source_result["test_result"], "test_se": source_result.get("test_se")},
         "costs": costs,
     }

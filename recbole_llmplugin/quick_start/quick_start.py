@@ -13,7 +13,7 @@ import yaml
 
 from recbole.utils import init_logger, init_seed
 
-from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone
+from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone, prepare_retriever
 from recbole_llmplugin.quick_start.cross_domain import check_cross_domain, evaluate_on_target, source_overrides
 from recbole_llmplugin.data.data_check import check_dataset
 from recbole_llmplugin.utils.registry import get_model_class
@@ -43,6 +43,7 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         own = source_overrides(config_dict, cross[0])
         config, model_class = build_config(model, dataset, config_file_list, own)
     companions = prepare_backbone(config, config_file_list, own) if needs_backbone(model_class) else []
+    companions += prepare_retriever(config, config_file_list, own, model_class)  # full ranking: what is re-ranked
     result = train_and_evaluate(config, model_class, saved=saved or bool(cross), start=start)
     keep_as_backbone(config, model_class, result)  # a later cf_checkpoint: auto run of these properties reuses it
     if cross:

@@ -11,6 +11,8 @@ import os
 import tempfile
 import time
 from logging import getLogger
+
+import numpy as np
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,7 +99,7 @@ def check_model_folders(config, model_class):
     """The LLM's config and tokenizer load, and the text encoder (models with a stage 1) loads, before any
     training: a CF backbone trained first would otherwise be wasted on a misspelt or empty folder."""
     check_llm(config["llm_path"])
-    if getattr(model_class, "stage1_modules", ()):
+    if getattr(model_class, "stage1_modules", ()) or getattr(model_class, "reads_text_encoder", False):
         load_text_encoder(config["text_encoder"])
 
 
@@ -146,6 +148,8 @@ def check_model_properties(config, model_class):
         raise ConfigValueError(
             f"{model_class.__name__} ranks sampled candidates: set eval_args mode to uniN (e.g. uni19), not full"
         )
+    if "full" in modes and hasattr(model_class, "retrieves_with_backbone"):
+        check_retriever(config, model_class)
     if getattr(model_class, "needs_cf_backbone", False):
         cf_class = get_model_class(config["cf_model"])
         if getattr(cf_class, "type", None) != ModelType.SEQUENTIAL:
@@ -164,6 +168,32 @@ def check_model_properties(config, model_class):
     if checkpoint and checkpoint != "auto":  # its family and dataset, before the LLM loads
         trained_on = config["cross_domain_source"] or config["dataset"]  # cross-domain: the source's backbone
         load_backbone_checkpoint(checkpoint, trained_on, config["trust_checkpoint"])
+
+
+def check_retriever(config, model_class):
+    """Full ranking of an LLM model: its retriever is a RecBole sequential model, and a given checkpoint holds one
+    trained on this dataset (before anything trains)."""
+    name = retriever_name(config)
+    if getattr(get_model_class(name), "type", None) != ModelType.SEQUENTIAL or is_plugin_model(name):
+        raise ConfigValueError(
+            f"rerank_retriever: '{name}' is not a RecBole sequential model; {model_class.__name__} re-ranks a "
+            f"sequential model's top items under full ranking: use backbone, SASRec, GRU4Rec, NextItNet, BERT4Rec or "
+            f"Caser"
+        )
+    if config["target_domain"]:
+        raise ConfigValueError(
+            "eval_args mode full with target_domain: a retriever trained on the source has no scores for the target's "
+            "items; rank the target's sampled candidates (mode uniN)"
+        )
+    if max(config["topk"]) > config["rerank_topk"]:
+        raise ConfigValueError(
+            f"topk {config['topk']} under full ranking: {model_class.__name__} ranks only the retriever's top "
+            f"rerank_topk {config['rerank_topk']} items, so a top-{max(config['topk'])} list would be filled with "
+            f"unranked items; set rerank_topk >= {max(config['topk'])} or lower topk"
+        )
+    checkpoint = config["rerank_checkpoint"]
+    if checkpoint != "auto" and not model_class.retrieves_with_backbone(config):
+        load_backbone_checkpoint(checkpoint, config["dataset"], config["trust_checkpoint"])
 
 
 def check_writable_folder(key, folder):
@@ -244,18 +274,21 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
+    recbole_trainer = getattr(model_class, "trainer_class", None) is None  # RecBole's models and UniSRec
+    stopping = watch_stopping(trainer, config) if recbole_trainer else None
     fit_start = time.time()
     with recbole_warnings_quiet():  # RecBole's _train_epoch builds a deprecated GradScaler each epoch
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
     fit_seconds = time.time() - fit_start
+    retrieval_recall(model_obj, config)  # what validation retrieved is not the test's
     eval_start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    retrieved = retrieval_recall(model_obj, config)
     eval_seconds = time.time() - eval_start
     n_eval_users = num_eval_users(test_data)
-    test_se = _whole_standard_errors(evaluator, config, plugin)
-    test_groups = dict(evaluator.group_results)
+    measured = evaluation_record(evaluator, config, plugin, test_data._dataset)
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -273,6 +306,8 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "trainable_parameters": _trained_parameter_count(model_obj),
     }
     costs.update(getattr(trainer, "stage_seconds", {}))
+    if stopping is not None:
+        costs.update(stopping())
     if hasattr(model_obj, "token_stats"):  # LLM models: mean prompt tokens per training example / evaluated user
         costs.update({k: v for k, v in model_obj.token_stats().items() if v is not None})
     logger.info(set_color("costs", "yellow") + f": {costs}")
@@ -282,20 +317,66 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "variant": variant,
         "label": row_label(config["model"], variant),
         "dataset": config["dataset"],
+        "seed": config["seed"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
-        "test_se": test_se,
-        "test_groups": test_groups,
+        **measured,
         "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
         "costs": costs,
     }
+    if retrieved is not None:
+        result["retriever_recall"] = retrieved
     result["other_rankings"] = [
         ranked_again(model_obj, trainer, evaluator, test_data, mode, result, plugin)
         for mode in getattr(model_obj, "other_rankings", lambda: [])()
     ]
     return result
+
+
+def watch_stopping(trainer, config):
+    """Records the epochs of a RecBole trainer's fit; returns a function giving ``epochs_run``, ``best_epoch`` (the
+    last epoch whose weights were kept, 1-based), ``epoch_cap`` and ``stopped_by``: ``validation`` when early
+    stopping ended it before the cap, ``epoch cap`` when it ran every epoch (then it may still have been improving)."""
+    kept = []
+    save = trainer._save_checkpoint
+
+    def _save_checkpoint(epoch, *args, **kwargs):
+        kept.append(epoch)
+        return save(epoch, *args, **kwargs)
+
+    trainer._save_checkpoint = _save_checkpoint
+
+    def summary():
+        run = len(getattr(trainer, "train_loss_dict", {}) or {})
+        best = max(kept) + 1 if kept and max(kept) >= 0 else None
+        cap = config["epochs"]
+        return {
+            "epochs_run": run,
+            "best_epoch": best,
+            "epoch_cap": cap,
+            "stopped_by": "validation" if run < cap else "epoch cap",
+        }
+
+    return summary
+
+
+def retrieval_recall(model, config):
+    """A full-ranking LLM model's retriever recall@rerank_topk since the last call, with the retriever named; None
+    for any other model or evaluation."""
+    recall = getattr(model, "retrieval_recall", lambda: None)()
+    if recall is None:
+        return None
+    recall["retriever"] = retriever_name(config)
+    return recall
+
+
+def retriever_name(config):
+    """The RecBole model whose top items an LLM model re-ranks under full ranking (``rerank_retriever``; backbone:
+    the model's ``cf_model``, SASRec for a model without one)."""
+    name = config["rerank_retriever"]
+    return (config["cf_model"] or "SASRec") if name == "backbone" else name
 
 
 def ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin):
@@ -310,6 +391,7 @@ def ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin
         seconds = time.time() - start
     finally:
         model.eval_mode = own
+    retrieval_recall(model, config)  # the same retrieval as the model's own row (its figure is kept there)
     variant = variant_of(type(model), config, eval_mode)
     getLogger().info(set_color(f"test result ({variant})", "yellow") + f": {test_result}")
     users = num_eval_users(test_data)
@@ -320,8 +402,7 @@ def ranked_again(model, trainer, evaluator, test_data, eval_mode, result, plugin
         "label": row_label(config["model"], variant),
         "eval_mode": eval_mode,
         "test_result": test_result,
-        "test_se": _whole_standard_errors(evaluator, config, plugin),
-        "test_groups": dict(evaluator.group_results),
+        **evaluation_record(evaluator, config, plugin, test_data._dataset),
         "costs": costs,
     }
 
@@ -335,6 +416,37 @@ def variant_of(model_class, config, eval_mode=None):
 def row_label(name, variant):
     """A result row's label: the model (or benchmark entry) name, with its form when it is not the paper's."""
     return f"{name} ({variant})" if variant else name
+
+
+def evaluation_record(evaluator, config, plugin, dataset):
+    """What a result keeps of its last evaluation beside RecBole's metric means: ``test_se`` (standard errors over
+    all its users), ``test_groups`` (item groups) and ``test_user_values`` ({"users": raw user ids, "hit@1": per-user
+    values, ...}: what paired comparisons read; None where the users are not known, e.g. a data-parallel evaluation
+    of a RecBole model). Group entries keep their users' values the same way."""
+    names = dataset.field2id_token[dataset.uid_field]
+
+    def named(ids, values):
+        if ids is None or not values:
+            return None
+        kept = {"users": [str(names[i]) for i in np.asarray(ids)]}
+        kept.update({metric: [round(float(v), 6) for v in column] for metric, column in values.items()})
+        return kept
+
+    standard_errors = _whole_standard_errors(evaluator, config, plugin)
+    user_ids = evaluator.user_ids if standard_errors else None
+    groups = {}
+    for group, values in evaluator.group_results.items():
+        values = dict(values)
+        own = values.pop("user_values", None)
+        if own is not None:
+            ids = own.pop("users")
+            values["user_values"] = named(ids, own)
+        groups[group] = values
+    return {
+        "test_se": standard_errors,
+        "test_groups": groups,
+        "test_user_values": named(user_ids, evaluator.user_values),
+    }
 
 
 def _whole_standard_errors(evaluator, config, plugin):
@@ -356,10 +468,10 @@ def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, confi
     not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
     tested = evaluate_weights(config, model_class, checkpoint_file)
+    plugin = is_plugin_model(model_class.__name__)
     return {
         "test_result": dict(tested.test_result),
-        "test_se": _whole_standard_errors(tested.evaluator, config, is_plugin_model(model_class.__name__)),
-        "test_groups": dict(tested.evaluator.group_results),
+        **evaluation_record(tested.evaluator, config, plugin, tested.test_data._dataset),
         "test_users": tested.users,
         "eval_seconds_per_user": tested.seconds / max(tested.users, 1),
     }

@@ -30,8 +30,9 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
-from recbole_llmplugin.evaluator.item_groups import group_rows
-from recbole_llmplugin.quick_start.compare import metric_cell
+from recbole_llmplugin.evaluator.paired import TESTS
+from recbole_llmplugin.quick_start.compare import metric_cell, recall_lines, stopping_cell
+from recbole_llmplugin.tools.compare import paired_markdown, paired_rows, record_rows
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 from recbole_llmplugin.quick_start.runner import row_label
 from recbole_llmplugin.config.validation import read_yaml_file
@@ -82,6 +83,21 @@ def load_spec(path):
     spec.setdefault("benchmark_seeds", [spec.get("seed", 2020)])
     spec.setdefault("benchmark_output", os.path.join("results", Path(path).stem))
     spec.setdefault("benchmark_model_properties", {})
+    spec.setdefault("benchmark_reference", str(listed[0]))
+    spec.setdefault("benchmark_paired_test", "ttest")
+    if spec["benchmark_paired_test"] not in TESTS:
+        raise ConfigValueError(
+            f"benchmark file '{path}': benchmark_paired_test: {spec['benchmark_paired_test']!r} is not one of "
+            f"{', '.join(TESTS)}"
+        )
+    reference = spec["benchmark_reference"]
+    if not isinstance(reference, str) or not any(
+        reference == m or reference.startswith(f"{m} (") for m in map(str, listed)
+    ):
+        raise ConfigValueError(
+            f"benchmark file '{path}': benchmark_reference: {reference!r} is not a model of benchmark_models or a row "
+            f"label of one (e.g. 'SASRec', 'ALLMRec (vocabulary, match)'); name one of {', '.join(map(str, listed))}"
+        )
     return spec
 
 
@@ -142,9 +158,12 @@ KEPT = (
     "label",
     "eval_mode",
     "dataset",
+    "seed",
     "test_result",
     "test_se",
     "test_groups",
+    "test_user_values",
+    "retriever_recall",
     "source_result",
     "best_valid_result",
     "costs",
@@ -163,14 +182,6 @@ def _jsonable(result, name):
     kept = keep(result)
     kept["other_rankings"] = [keep(row) for row in result.get("other_rankings") or []]
     return json.loads(json.dumps(kept, default=float))
-
-
-def _rows(record):
-    """A run file's rows: the model's own, then its other rankings (same dataset, seed and training), each followed
-    by its item groups' rows (``eval_item_groups``)."""
-    own = {k: v for k, v in record.items() if k != "other_rankings"}
-    extra = [{**row, "dataset": own["dataset"], "seed": own.get("seed")} for row in record.get("other_rankings") or []]
-    return [grouped for row in [own] + extra for grouped in [row] + group_rows(row)]
 
 
 def run_benchmark(path, runner=None):
@@ -193,7 +204,7 @@ def run_benchmark(path, runner=None):
         properties = run_properties(spec, dataset, model, seed)
         finished = finished_run(target, properties)
         if finished is not None:
-            records.extend(_rows({**finished, "seed": seed}))
+            records.extend(record_rows({**finished, "seed": seed}))
             continue
         overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
@@ -204,9 +215,11 @@ def run_benchmark(path, runner=None):
         except Exception as error:  # reported, retried on restart, never stops the other runs
             getLogger().error(traceback.format_exc())
             result = {"model": model, "dataset": dataset, "error": f"{type(error).__name__}: {error}"}
-        records.extend(_rows({**result, "seed": seed}))
+        records.extend(record_rows({**result, "seed": seed}))
     rows = summarise(records)
-    write_outputs(output, records, rows)
+    paired = paired_rows(records, spec["benchmark_reference"], spec["benchmark_paired_test"])
+    add_paired_columns(rows, paired)
+    write_outputs(output, records, rows, paired, spec["benchmark_paired_test"])
     for line in efficiency_lines(rows):
         print(line)
     return rows
@@ -243,6 +256,9 @@ def summarise(records):
             values = [r["costs"][key] for r in ok if r["costs"].get(key) is not None]
             if values:
                 row[key] = float(np.mean(values))
+        stops = {stopping_cell(r["costs"]) for r in ok} - {""}
+        if stops:
+            row["epochs"] = "; ".join(sorted(stops))
         rows.append(row)
     return rows
 
@@ -284,6 +300,7 @@ def markdown_table(rows):
         cells += [row["runs"], _users(row.get("users"))]
         cells += [_cell(row, m) if m in row else "" for m in metrics]
         cells += [f"{row[c]:.3g}" if c in row else "" for c in COSTS]
+        cells.append(row.get("epochs", ""))
         error = row.get("error", "")
         cells.append(f"FAILED {row['failed']}: {error[:80]}" if error else "")
         table.append(cells)
@@ -292,7 +309,7 @@ def markdown_table(rows):
         + (["test targets"] if grouped else [])
         + ["runs", "n"]
         + metrics
-        + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s", "error"]
+        + ["train s", "eval s/user", "peak RSS MiB", "trainable params", "stage1 s", "stage2 s", "epochs", "error"]
     )
     return tabulate(table, headers=headers, tablefmt="github")
 
@@ -306,7 +323,21 @@ def _cell(row, metric):
     return cell + (f" (sd {row[metric + '_std']:.4f})" if row["runs"] > 1 else "")
 
 
-def write_outputs(output, records, rows):
+def add_paired_columns(rows, paired):
+    """Each summary row gains its paired columns (``<m>_diff``, ``<m>_diff_se``, ``<m>_p``, ``<m>_p_raw``, ``paired_n``
+    and ``reference``) from ``paired`` (``tools.compare.paired_rows``)."""
+    by_key = {(p["dataset"], p["group"], p["label"]): p for p in paired}
+    for row in rows:
+        found = by_key.get((row["dataset"], row.get("group", "all"), row.get("label") or row["model"]))
+        if found is None:
+            continue
+        row["reference"] = found["reference"]
+        if "n" in found:
+            row["paired_n"] = found["n"]
+        row.update({k: v for k, v in found.items() if k.endswith(("_diff", "_diff_se", "_p", "_p_raw"))})
+
+
+def write_outputs(output, records, rows, paired=(), test="ttest"):
     import csv
 
     os.makedirs(output, exist_ok=True)
@@ -337,10 +368,15 @@ def write_outputs(output, records, rows):
 
         atomic_write(os.path.join(output, name), write)
     table = markdown_table(rows)
-    text = f"{NOTE}\n\n{table}\n"
+    recalls = recall_lines([r for r in records if "error" not in r])
+    if recalls:
+        table += "\n\n" + "\n".join(recalls)
+    differences = paired_markdown(list(paired), test=test)
+    text = f"{NOTE}\n\n{table}\n" + (f"\n{differences}\n" if differences else "")
     atomic_write(os.path.join(output, "summary.md"), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     atomic_write(os.path.join(output, "summary.png"), lambda tmp: bar_chart(rows, tmp))
-    print(f"\n{NOTE}\n\n{table}\n\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
+    shown = f"\n{differences}\n" if differences else ""
+    print(f"\n{NOTE}\n\n{table}\n{shown}\nwritten to {output}/ (runs.csv, summary.csv, summary.md, summary.png)")
 
 
 def _group_suffix(row):

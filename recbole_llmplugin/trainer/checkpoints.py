@@ -56,7 +56,8 @@ def _allowed(module, name):
         return True
     if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
         return True
-    if module.startswith("recbole.model.") or module.startswith("recbole_llmplugin.model.llm_recommender."):
+    plugin_models = ("recbole_llmplugin.model.llm_recommender.", "recbole_llmplugin.model.sequential_recommender.")
+    if module.startswith("recbole.model.") or module.startswith(plugin_models):
         from recbole.model.abstract_recommender import AbstractRecommender
 
         try:
