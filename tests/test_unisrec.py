@@ -19,14 +19,15 @@ WARM, COLD, USERS, LENGTH = 12, 3, 240, 7
 CHANCE = 0.1  # 1 positive + 9 negatives
 
 
-def write_text_chain(folder, seed=0):
-    """Atomic files of the set; returns {cold item ids}."""
+def write_text_chain(folder, seed=0, name=NAME, first_title=0, first_item=1):
+    """Atomic files of the set; returns {cold item ids}. ``first_title`` / ``first_item``: where the titles' numbers
+    and the raw item ids start (another domain: other items, the same categories)."""
     rng = random.Random(seed)
     items, cold = {}, {}
     for c, word in enumerate(CATEGORIES):
         for k in range(WARM + COLD):
-            item = len(items) + 1
-            items[item] = (c, f"{word} {word} {word} {k}")
+            item = len(items) + first_item
+            items[item] = (c, f"{word} {word} {word} {k + first_title}")
             if k >= WARM:
                 cold.setdefault(c, []).append(item)
     warm = {c: [i for i, (cat, _) in items.items() if cat == c and i not in cold[c]] for c in range(len(CATEGORIES))}
@@ -37,12 +38,12 @@ def write_text_chain(folder, seed=0):
             pool = cold[category] if step == LENGTH - 1 else warm[category]
             rows.append((user, rng.choice(pool), step + 1))
             category = (category + 1) % len(CATEGORIES)
-    data = folder / NAME
+    data = folder / name
     data.mkdir(parents=True)
     lines = ["user_id:token\titem_id:token\ttimestamp:float"] + [f"{u}\t{i}\t{t}" for u, i, t in rows]
-    (data / f"{NAME}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / f"{name}.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
     lines = ["item_id:token\ttitle:token_seq"] + [f"{i}\t{title}" for i, (_, title) in items.items()]
-    (data / f"{NAME}.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (data / f"{name}.item").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {str(i) for ids in cold.values() for i in ids}
 
 
@@ -152,3 +153,20 @@ def test_unisrec_pretrained_checkpoint_initialises_adaptor_and_encoder(text_chai
 def _built(props, tmp_path, train_data):
     config, _ = build_config("UniSRec", NAME, config_dict={**props, "unisrec_pretrained": str(tmp_path / "x.pth")})
     return config, train_data._dataset
+
+
+def test_inductive_unisrec_ranks_a_new_domain_zero_shot(text_chain, monkeypatch):
+    """Trained on text-chain, tested on another set of items (other ids, other titles, the same categories): the
+    target's items reach it through their text alone."""
+    props, _, root = text_chain
+    monkeypatch.chdir(root)
+    write_text_chain(root / "data", seed=1, name="text-chain-new", first_title=50, first_item=1000)
+    target = {"dataset": "text-chain-new", "data_path": str(root / "data")}
+    result = run_recbole_llm("UniSRec", NAME, config_dict={**props, "target_domain": target})
+    assert result["dataset"] == f"{NAME} -> text-chain-new"
+    assert result["label"] == "UniSRec (inductive, no pre-training)"
+    assert set(result["test_user_values"]["users"]) == {str(u) for u in range(1, USERS + 1)}
+    hit5 = result["test_result"]["hit@5"]
+    assert hit5 >= 0.5 + 0.3, result["test_result"]  # chance 0.5
+    with pytest.raises(ConfigValueError, match="unisrec_mode: inductive"):
+        run_recbole_llm("UniSRec", NAME, config_dict={**props, "target_domain": target, "unisrec_mode": "transductive"})
