@@ -166,7 +166,18 @@ CASES = {
     # data-dependent, before any training
     "more training candidates than items": ("TALLRec", ["--stage2_candidates=100"], {}, "stage2_candidates: 100 but"),
     "uniN above the unseen items": ("LLMOnly", [], {"eval_args": {**UNI9, "mode": "uni39"}}, "mode uni39: "),
-    "mode full on a sampled-only model": ("LLMOnly", [], {"eval_args": {**UNI9, "mode": "full"}}, "not full"),
+    "full ranking with a retriever that is not sequential": (
+        "LLMOnly",
+        ["--rerank_retriever=Pop"],
+        {"eval_args": {**UNI9, "mode": "full"}},
+        "rerank_retriever: 'Pop' is not a RecBole sequential model",
+    ),
+    "full ranking cut beyond the retrieved items": (
+        "LLMOnly",
+        ["--rerank_topk=3"],
+        {"eval_args": {**UNI9, "mode": "full"}},
+        "set rerank_topk >= ",
+    ),
     "prompt without history": ("LLMOnly", ["--prompt_template=Pick one: {candidates}"], {}, "must contain {history}"),
     # files
     "config file missing": ("LLMOnly", ["--config_files=nowhere.yaml"], None, "'nowhere.yaml' does not exist"),

@@ -50,6 +50,33 @@ def test_llm_models_rerank_the_retrievers_top_items(workdir, tiny_config, name):
     assert 0 < recall["recall"] < 1  # some targets retrieved, some missed (a miss counts as one)
     table = comparison_table([companion, result])
     assert "recall@10" in table and "SASRec (retriever)" in table
+    # each kept per-user value belongs to the user it names: whether that user's target is in the retriever's top 10
+    retrieved = retrieved_targets(companion["saved_model_file"], full_config(tiny_config, **extra))
+    kept = dict(zip(result["test_user_values"]["users"], result["test_user_values"]["hit@10"]))
+    assert kept == {user: float(hit) for user, hit in retrieved.items()}
+
+
+def retrieved_targets(checkpoint, props):
+    """{raw user id: whether the retriever's top 10 holds the user's test target}, computed here from the checkpoint."""
+    import torch
+
+    from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
+    from recbole_llmplugin.quick_start.runner import build_config, prepare_data
+
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict=props)
+    _, _, _, test_data = prepare_data(config)
+    dataset = test_data._dataset
+    retriever = CFBackbone(checkpoint, dataset)
+    found = {}
+    with torch.no_grad():
+        for batch in test_data:
+            interaction = batch[0]
+            scores = retriever.full_sort_scores(interaction["item_id_list"], interaction["item_length"])
+            scores[:, 0] = -torch.inf
+            hit = (scores.topk(10, dim=1).indices == interaction["item_id"][:, None]).any(1)
+            for user, value in zip(interaction["user_id"].tolist(), hit.tolist()):
+                found[str(dataset.id2token(dataset.uid_field, user))] = value
+    return found
 
 
 def test_allmrec_reranks_its_own_backbone_without_a_second_retriever(workdir, allmrec_config):

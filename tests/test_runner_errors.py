@@ -95,7 +95,10 @@ def test_special_tokens_are_added_and_llm_frozen(tiny_llm):
             ],
             "llm_path='/nonexistent/model'",
         ),
-        (["--model=LLMOnly", "--dataset=ml-100k"], "LLMOnly ranks sampled candidates: set eval_args mode to uniN"),
+        (
+            ["--model=LLMOnly", "--dataset=ml-100k"],  # RecBole's default full ranking: SASRec retrieves first
+            "the retriever SASRec (rerank_checkpoint: auto): SASRec on ml-100k: train_neg_sample_args",
+        ),
     ],
 )
 def test_cli_errors_are_one_line(workdir, args, expected):

@@ -49,3 +49,18 @@ def test_each_evaluation_replaces_the_last_ones_errors():
 
 def test_standard_error_of_one_user_is_not_a_number():
     assert math.isnan(standard_error([1.0]))
+
+
+def test_each_score_row_is_named_by_its_user():
+    """The user of each score row, as RecBole's collector receives it: one row per candidate block (sampled ranking,
+    1 + N rows a user) or one row per user (full ranking); -1 where the batch cannot say."""
+    from recbole.data.interaction import Interaction
+
+    from recbole_llmplugin.evaluator.standard_errors import row_users
+
+    sampled = Interaction({"user_id": torch.tensor([7, 7, 7, 3, 3, 3, 9, 9, 9])})
+    assert row_users(3, sampled, "user_id").tolist() == [7, 3, 9]
+    full = Interaction({"user_id": torch.tensor([5, 2, 8])})
+    assert row_users(3, full, "user_id").tolist() == [5, 2, 8]
+    assert row_users(2, full, "user_id").tolist() == [-1, -1]  # no layout that gives 2 rows
+    assert row_users(2, Interaction({"item_id": torch.tensor([1, 2])}), "user_id").tolist() == [-1, -1]

@@ -101,7 +101,7 @@ def test_one_run_imports_no_entry_point_above_it():
 def test_importing_the_package_registers_its_models():
     code = "import recbole_llmplugin.utils.registry as r; print(' '.join(r.plugin_model_names()))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["ALLMRec", "LLMOnly", "MLPLLM", "TALLRec"]
+    assert out.stdout.split() == ["ALLMRec", "LLMOnly", "MLPLLM", "TALLRec", "UniSRec"]
 
 
 def test_model_written_outside_the_package(workdir, tiny_config):

@@ -16,7 +16,7 @@ from pathlib import Path
 from recbole.utils import ModelType
 
 from recbole_llmplugin.trainer.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
-from recbole_llmplugin.utils.errors import UnreadableFileError
+from recbole_llmplugin.utils.errors import ConfigValueError, UnreadableFileError
 from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
@@ -37,7 +37,10 @@ def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="
     # one process trains it: a data-parallel run's main process, while the others wait (no launch keys)
     skipped = ("model", "cf_checkpoint", "rerank_checkpoint", *LAUNCH_KEYS)
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
-    backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
+    try:
+        backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
+    except ConfigValueError as error:  # the run's properties, read for the model trained first: say which it is
+        raise ConfigValueError(f"the {role} {cf_model} ({key}: auto): {error}") from None
     path = backbone_path(backbone_config)
     with main_first():
         if is_main():

@@ -6,15 +6,19 @@ prints their test metrics and costs side by side. A model that fails is reported
 others still run.
 """
 
+import json
 import traceback
 from logging import getLogger
+from pathlib import Path
 
 from tabulate import tabulate
 
 from recbole_llmplugin.evaluator.item_groups import group_rows
 from recbole_llmplugin.trainer.distributed import is_main
 from recbole_llmplugin.utils.errors import PluginError
+from recbole_llmplugin.utils.files import atomic_write
 from recbole_llmplugin.quick_start.quick_start import run_recbole_llm
+from recbole_llmplugin.quick_start.runner import row_label
 
 COST_COLUMNS = [
     ("fit_seconds", "train s"),
@@ -48,17 +52,47 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
     return results
 
 
+def run_file(output, dataset, model, seed):
+    return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
+
+
+KEPT = (
+    "model",
+    "variant",
+    "label",
+    "eval_mode",
+    "dataset",
+    "seed",
+    "test_result",
+    "test_se",
+    "test_groups",
+    "test_user_values",
+    "retriever_recall",
+    "source_result",
+    "best_valid_result",
+    "costs",
+)
+
+
+def run_record(result, name):
+    """What a run file keeps of a run's result, its rows labelled with the benchmark entry's ``name``; the rows of
+    the same trained model ranked another way (``other_rankings``) go with it."""
+
+    def keep(row):
+        kept = {k: row[k] for k in KEPT if row.get(k) is not None}
+        kept["model"], kept["label"] = name, row_label(name, row.get("variant", ""))
+        return kept
+
+    kept = keep(result)
+    kept["other_rankings"] = [keep(row) for row in result.get("other_rankings") or []]
+    return json.loads(json.dumps(kept, default=float))
+
+
 def write_run_file(output, result):
     """One result written as a run file under ``output`` (atomically): what ``tools.compare`` reads."""
-    import json
-    from pathlib import Path
-
-    from recbole_llmplugin.tools.benchmark import _jsonable, run_file
-    from recbole_llmplugin.utils.files import atomic_write
-
     name = result["model"]
     seed = result.get("seed", "")
-    kept = _jsonable(result, name)
+    kept = run_record(result, name)
     kept["label"] = result.get("label") or name
     target = run_file(output, str(result["dataset"]).replace(" -> ", "-to-"), name.replace(" ", "_"), seed)
     atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=1), encoding="utf-8"))

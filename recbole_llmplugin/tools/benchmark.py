@@ -31,10 +31,9 @@ from tqdm import tqdm
 
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
 from recbole_llmplugin.evaluator.paired import TESTS
-from recbole_llmplugin.quick_start.compare import metric_cell, recall_lines, stopping_cell
+from recbole_llmplugin.quick_start.compare import metric_cell, recall_lines, run_file, run_record, stopping_cell
 from recbole_llmplugin.tools.compare import paired_markdown, paired_rows, record_rows
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
-from recbole_llmplugin.quick_start.runner import row_label
 from recbole_llmplugin.config.validation import read_yaml_file
 from recbole_llmplugin.utils.files import atomic_write
 
@@ -118,10 +117,6 @@ def check_runs(spec, path):
                 raise ConfigValueError(f"benchmark entry {model} on {dataset}: {error}") from None
 
 
-def run_file(output, dataset, model, seed):
-    return Path(output) / "runs" / f"{dataset}-{model}-seed{seed}.json"
-
-
 # keys of RUN_LOCAL_KEYS that change what a benchmark row measures (they are run-local for trained artefacts only)
 MEASURED_KEYS = frozenset({"target_domain", "cross_domain_user", "eval_match_row"})
 
@@ -152,38 +147,6 @@ def finished_run(target, properties):
     return None
 
 
-KEPT = (
-    "model",
-    "variant",
-    "label",
-    "eval_mode",
-    "dataset",
-    "seed",
-    "test_result",
-    "test_se",
-    "test_groups",
-    "test_user_values",
-    "retriever_recall",
-    "source_result",
-    "best_valid_result",
-    "costs",
-)
-
-
-def _jsonable(result, name):
-    """What a run file keeps of a run's result, its rows labelled with the benchmark entry's ``name``; the rows of
-    the same trained model ranked another way (``other_rankings``) go with it."""
-
-    def keep(row):
-        kept = {k: row[k] for k in KEPT if row.get(k) is not None}
-        kept["model"], kept["label"] = name, row_label(name, row.get("variant", ""))
-        return kept
-
-    kept = keep(result)
-    kept["other_rankings"] = [keep(row) for row in result.get("other_rankings") or []]
-    return json.loads(json.dumps(kept, default=float))
-
-
 def run_benchmark(path, runner=None):
     """Run every (dataset, seed, model) not finished yet; write and return the summary rows."""
     spec = load_spec(path)
@@ -209,7 +172,7 @@ def run_benchmark(path, runner=None):
         overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
-            result = _jsonable(runner(actual, dataset, [str(path)], overrides), model)
+            result = run_record(runner(actual, dataset, [str(path)], overrides), model)
             result["properties"] = properties
             atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         except Exception as error:  # reported, retried on restart, never stops the other runs
