@@ -32,7 +32,7 @@ from tqdm import tqdm
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
 from recbole_llmplugin.evaluator.paired import TESTS
 from recbole_llmplugin.quick_start.compare import metric_cell, recall_lines, run_file, run_record, stopping_cell
-from recbole_llmplugin.tools.compare import paired_markdown, paired_rows, record_rows
+from recbole_llmplugin.tools.compare import paired_markdown, paired_rows, record_rows, write_csv
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 from recbole_llmplugin.config.validation import read_yaml_file
 from recbole_llmplugin.utils.files import atomic_write
@@ -301,8 +301,6 @@ def add_paired_columns(rows, paired):
 
 
 def write_outputs(output, records, rows, paired=(), test="ttest"):
-    import csv
-
     os.makedirs(output, exist_ok=True)
     run_rows = []
     for r in records:
@@ -321,15 +319,7 @@ def write_outputs(output, records, rows, paired=(), test="ttest"):
         flat.update({k: v for k, v in (r.get("costs") or {}).items() if k in COSTS})
         run_rows.append(flat)
     for name, data in (("runs.csv", run_rows), ("summary.csv", rows)):
-        fields = list(dict.fromkeys(k for row in data for k in row))
-
-        def write(tmp, data=data, fields=fields):
-            with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(data)
-
-        atomic_write(os.path.join(output, name), write)
+        write_csv(os.path.join(output, name), data)
     table = markdown_table(rows)
     recalls = recall_lines([r for r in records if "error" not in r])
     if recalls:

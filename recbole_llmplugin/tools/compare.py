@@ -187,6 +187,7 @@ def main(argv=None):
 
 
 def write_csv(path, rows):
+    """``rows`` (dicts) as a CSV file written atomically, the columns in first-seen order."""
     import csv
 
     from recbole_llmplugin.utils.files import atomic_write
