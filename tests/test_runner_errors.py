@@ -96,8 +96,13 @@ def test_special_tokens_are_added_and_llm_frozen(tiny_llm):
             "llm_path='/nonexistent/model'",
         ),
         (
-            ["--model=LLMOnly", "--dataset=ml-100k"],  # RecBole's default full ranking: SASRec retrieves first
-            "the retriever SASRec (rerank_checkpoint: auto): SASRec on ml-100k: train_neg_sample_args",
+            ["--model=LLMOnly", "--dataset=ml-100k", "--config_files=a.yaml", "b.yaml"],  # RecBole drops b.yaml
+            "'b.yaml' stands apart from --config_files=a.yaml: quote several property files as one argument",
+        ),
+        (["--model=LLMOnly", "--dataset=ml-100k", "ALLMRec"], "'ALLMRec' is not a --key=value argument"),
+        (
+            ["--model=ALLMRec", "--dataset=ml-100k", "--table_metrics=['hit@50']"],
+            "table_metrics: 'hit@50' is not measured",
         ),
     ],
 )

@@ -118,6 +118,7 @@ RULES = {
     "prompt_index_labels": STR,
     "prompt_answer_eos": BOOL,
     "adam_betas": Rule("list", none=True),
+    "table_metrics": Rule("list", none=True),
     "trust_checkpoint": BOOL,
     "lock_timeout": Rule("float", minimum=0.0, strict=True, none=True),
     # model files (ALLMRec, MLPLLM, TALLRec)
@@ -223,6 +224,19 @@ def check_command_line(args):
                 ) from None
             except ValueError:  # names (RecBole keeps such a value as a string)
                 pass
+    for index, arg in enumerate(args):  # RecBole reads only --key=value: a piece on its own is dropped in silence
+        before = args[index - 1] if index else ""
+        if arg.startswith("-") or (before.startswith("-") and "=" not in before):  # a flag, or a flag's value
+            continue
+        if before.startswith("--config_files="):
+            raise ConfigValueError(
+                f"'{arg}' stands apart from {before}: quote several property files as one argument, "
+                f'--config_files="{before.partition("=")[2]} {arg}"'
+            )
+        raise ConfigValueError(
+            f"'{arg}' is not a --key=value argument (RecBole would drop it); write --key=value, and quote a value "
+            f"with spaces"
+        )
 
 
 def check_user_files(config_file_list):
@@ -351,6 +365,7 @@ def validate(config, model_name, plugin_model):
         )
     check_values(config)
     check_valid_metric(config)
+    check_table_metrics(config)
     if plugin_model:
         check_templates(config)
     return unused_user_keys(config, model_name, plugin_model)
@@ -368,6 +383,17 @@ def unknown_metric(error):
     return ConfigValueError(
         f"metrics: '{name}' is not a RecBole metric{hint}; RecBole has {', '.join(sorted(metrics_dict))}"
     )
+
+
+def check_table_metrics(config):
+    """Each ``table_metrics`` entry is a measured metric@k (a column that would stay empty otherwise)."""
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    measured = {f"{str(m).lower()}@{k}" for m in config["metrics"] or [] for k in topk}
+    for entry in config["table_metrics"] or []:
+        if str(entry).lower() not in measured:
+            raise ConfigValueError(
+                f"table_metrics: '{entry}' is not measured; choose among {', '.join(sorted(measured))} (metrics x topk)"
+            )
 
 
 def check_valid_metric(config):

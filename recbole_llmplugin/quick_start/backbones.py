@@ -37,6 +37,10 @@ def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="
     # one process trains it: a data-parallel run's main process, while the others wait (no launch keys)
     skipped = ("model", "cf_checkpoint", "rerank_checkpoint", *LAUNCH_KEYS)
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in skipped}
+    # the plugin model's training negatives (its property file's ~ unless the user set them): SASRec and the other
+    # sequential backbones train with CE, which RecBole refuses beside its default uniform negatives
+    negatives = config["train_neg_sample_args"]  # RecBole's resolved form: distribution 'none' is "off" (~)
+    overrides.setdefault("train_neg_sample_args", None if negatives.get("distribution") == "none" else negatives)
     try:
         backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
     except ConfigValueError as error:  # the run's properties, read for the model trained first: say which it is
@@ -87,7 +91,11 @@ def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_conf
         except UnreadableFileError as error:  # truncated, a disk that filled up: moved aside and trained anew
             set_aside(path, "CF backbone", error.reason)
             os.remove(summary)
-    getLogger().info(f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first")
+    getLogger().info(
+        f"cf_checkpoint: auto -> training the {cf_model} backbone through RecBole first: up to "
+        f"{backbone_config['epochs']} epochs, stopping after {backbone_config['stopping_step']} validations without a "
+        f"better {backbone_config['valid_metric']}"
+    )
     return _keep(train_and_evaluate(backbone_config, backbone_class, saved=True), path)
 
 
@@ -99,6 +107,7 @@ def _keep(result, path):
     result = {k: (dict(v) if k.endswith("result") and v is not None else v) for k, v in result.items()}
     result = json.loads(json.dumps(result, default=float))
     result["saved_model_file"] = path
+    result["checkpoints"] = {"model": path}
     atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
     return result
 
@@ -137,6 +146,7 @@ def _reused(cf_model, config, config_file_list, overrides, path, summary):
     result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
     result["test_groups"], result["test_user_values"] = fresh["test_groups"], fresh["test_user_values"]
     result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])
+    result.update(checkpoints={"model": path}, log_file=None)  # evaluated again inside this run: its log has it
     return result
 
 

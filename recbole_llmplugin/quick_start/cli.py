@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 INTERRUPTED = (
     "interrupted: every finished epoch of a plugin stage is saved (nothing half-written); run the same command "
@@ -25,7 +26,37 @@ def _one_line_errors(call, *args):
         return 130, None
 
 
+USAGE = """run_recbole_llm.py trains and evaluates a plugin model (LLMOnly, ALLMRec, MLPLLM, TALLRec, UniSRec) or any
+RecBole model through RecBole's loop, and prints a table with standard errors.
+
+  the README's main job (A-LLMRec beside its SASRec backbone on ml-100k, about 5 minutes on 2 CPU cores):
+    python run_recbole_llm.py --model=ALLMRec --dataset=ml-100k --config_files={quick}
+  any model on its own defaults (paper-sized: hours on a CPU; its first lines give the plan and the time):
+    python run_recbole_llm.py --model=ALLMRec --dataset=ml-100k
+  models side by side, or a benchmark of models x datasets x seeds:
+    python run_recbole_llm.py --model=SASRec,ALLMRec --dataset=ml-100k --config_files={quick}
+    python run_recbole_llm.py --benchmark={benchmark}
+  every flag: python run_recbole_llm.py --help"""
+
+
+def usage():
+    """The usage text, with the paths of the shipped profiles as seen from the working folder."""
+    from recbole_llmplugin.config.paths import properties_dir
+
+    folder = properties_dir() / "benchmark"
+    shown = {}
+    for key, name in (("quick", "quick-ml100k.yaml"), ("benchmark", "quick-benchmark-ml100k.yaml")):
+        path = str(folder / name)
+        relative = os.path.relpath(path)
+        shown[key] = relative if not relative.startswith("..") else path
+    return USAGE.format(**shown)
+
+
 def main(argv=None):
+    given = sys.argv[1:] if argv is None else argv
+    if not given:  # the bare command: what to run, not an error
+        print(usage())
+        return 0
     parser = argparse.ArgumentParser(
         prog="run_recbole_llm.py",
         description="Train and evaluate a plugin or RecBole model; any other --key=value is a RecBole property.",
@@ -49,6 +80,7 @@ def main(argv=None):
     args, _ = parser.parse_known_args(argv)
     from recbole_llmplugin.utils.errors import PluginError
     from recbole_llmplugin.config.validation import check_command_line
+    from recbole_llmplugin.quick_start.run_log import early_log
 
     try:  # RecBole's Config reads the --key=value arguments itself
         check_command_line(sys.argv[1:] if argv is None else argv)
@@ -62,10 +94,10 @@ def main(argv=None):
     if args.benchmark:
         from recbole_llmplugin.tools.benchmark import run_benchmark
 
-        code, rows = _one_line_errors(run_benchmark, args.benchmark)
+        with early_log():
+            code, rows = _one_line_errors(run_benchmark, args.benchmark)
         return code if code is not None else (0 if all(r["failed"] == 0 for r in rows) else 1)
 
-    from recbole_llmplugin.quick_start.compare import comparison_table
     from recbole_llmplugin.trainer.distributed import run_launched
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
@@ -87,26 +119,39 @@ def main(argv=None):
     # a model failing in one process of a data-parallel run would leave the others waiting: the run stops instead
     output = result_folder(args.dataset)
     run = (models, args.dataset, config_files, len(models) > 1 and not launch, output)
-    code, results = _one_line_errors(run_launched, _run_models, run, args.nproc, launch)
+    with early_log():  # lines before the first model's log opens reach the console, then that log
+        code, results = _one_line_errors(run_launched, _run_models, run, args.nproc, launch)
     if code is not None:
         return code
     if results is None:  # not the main process of a data-parallel run: it prints nothing
         return 0
-    users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
-    print(
-        f"\nTest results on {args.dataset}, {'/'.join(map(str, users)) or '?'} test users "
-        f"(same properties, same users and, with eval_candidates: fixed, same candidates for every model; "
-        f"± = standard error over the n users; a row named 'Model (...)' is that model in the form named):\n"
-    )
-    print(comparison_table(results))
-    from recbole_llmplugin.tools.compare import paired_markdown, paired_rows
+    print_summary(results, models[0], output)
+    return 0 if all("error" not in r for r in results) else 1
 
-    paired = paired_rows(results, models[0])
+
+def print_summary(results, reference, output):
+    """The end of a plain run: the table (the metrics chosen by table_metrics; every one in ``table.md``), the paired
+    differences to the first model, and three lines naming the result files, the checkpoints and the logs."""
+    from recbole_llmplugin.quick_start.compare import comparison_table, console_table, where_lines
+    from recbole_llmplugin.tools.compare import paired_markdown, paired_rows
+    from recbole_llmplugin.utils.files import atomic_write
+
+    users = sorted({r["costs"]["test_users"] for r in results if "costs" in r})
+    chosen = next((r["table_metrics"] for r in results if r.get("table_metrics")), None)
+    print(
+        f"\nTest results, {'/'.join(map(str, users)) or '?'} test users (± = standard error over the n users; "
+        f"'Model (...)' is that model in the form named):\n"
+    )
+    print(console_table(results, chosen))
+    paired = paired_rows(results, reference)
+    text = comparison_table(results)
     if len(paired) > 1:
         print("\n" + paired_markdown(paired))
+        text += "\n\nPaired differences to " + reference + ":\n\n" + paired_markdown(paired)
     if os.path.isdir(output):
-        print(f"\nrun files (per-user values; python -m recbole_llmplugin.tools.compare {output}): {output}/runs/")
-    return 0 if all("error" not in r for r in results) else 1
+        atomic_write(os.path.join(output, "table.md"), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
+        print()
+        print("\n".join(where_lines(results, output)))
 
 
 def result_folder(dataset):

@@ -7,6 +7,7 @@ others still run.
 """
 
 import json
+import os
 import traceback
 from logging import getLogger
 from pathlib import Path
@@ -17,7 +18,7 @@ from recbole_llmplugin.evaluator.item_groups import group_rows
 from recbole_llmplugin.trainer.distributed import is_main
 from recbole_llmplugin.utils.errors import PluginError
 from recbole_llmplugin.utils.files import atomic_write
-from recbole_llmplugin.quick_start.quick_start import run_recbole_llm
+from recbole_llmplugin.quick_start.quick_start import check_run, run_recbole_llm
 from recbole_llmplugin.quick_start.runner import row_label
 
 COST_COLUMNS = [
@@ -33,6 +34,13 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
     each finished model's result (and its backbone's) is written there as a run file, the benchmark's format
     (``<output>/runs/<dataset>-<model>-seed<seed>.json``, per-user values included)."""
     results = []
+    if len(models) > 1:  # every model's properties, before the first one trains
+        for name in models:
+            try:
+                check_run(name, dataset, config_file_list, config_dict)
+            except PluginError as error:  # the same error, saying which model of the list it is
+                error.args = (f"{name} (of {', '.join(models)}): {error}", *error.args[1:])
+                raise
     for name in models:
         try:
             result = run_recbole_llm(name, dataset, config_file_list, config_dict)
@@ -71,6 +79,8 @@ KEPT = (
     "source_result",
     "best_valid_result",
     "costs",
+    "checkpoints",
+    "log_file",
 )
 
 
@@ -104,6 +114,79 @@ def comparison_table(results, tablefmt="github"):
     the n evaluated users, then n and the costs; below it, each full-ranking LLM row's retriever recall."""
     lines = recall_lines(results)
     return tabulate(*_table(results), tablefmt=tablefmt) + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+CONSOLE_WIDTH = 120
+
+
+def console_table(results, metrics=None):
+    """The printed table: ``metrics`` (``table_metrics``; default the validation metric and hit at the largest
+    cut-off), n, training seconds and how training stopped, in compact cells (``0.354±0.013``), one block per
+    dataset (a cross-domain run: ``source -> target`` first, the source's rows under their own heading). Every metric
+    and cost is in ``comparison_table`` (the result file)."""
+    metrics = [m.lower() for m in metrics or default_table_metrics(results)]
+    blocks = []
+    for dataset in _datasets(results):
+        rows = [r for r in results if str(r.get("dataset")) == dataset]
+        body, failed = [], []
+        for result in rows:
+            label = (result.get("label") or result["model"]) + (f" [{result['group']}]" if result.get("group") else "")
+            if "error" in result:
+                body.append([label, "FAILED"] + [""] * (len(metrics) + 3))
+                failed.append(f"{label} failed: {result['error']}")
+                continue
+            se = result.get("test_se") or {}
+            cells = [_compact(result["test_result"].get(m), se.get(m)) for m in metrics]
+            costs = result.get("costs") or {}
+            stopped = stopping_cell(costs).replace("valid: best ", "best ").replace(" of ", "/")
+            body.append([label, *cells, costs.get("test_users", ""), f"{costs.get('fit_seconds', 0):.0f}", stopped])
+        heading = f"{dataset}:" if len(_datasets(results)) > 1 else ""
+        table = tabulate(body, headers=["model", *metrics, "n", "train s", "epochs"], tablefmt="simple")
+        blocks.append((heading + "\n" if heading else "") + table + "".join("\n" + line for line in failed))
+    return "\n\n".join(blocks)
+
+
+def default_table_metrics(results):
+    """The validation metric's column and hit at the largest cut-off, among those measured."""
+    measured = [k for r in results for k in (r.get("test_result") or {})]
+    chosen = [r["valid_metric"].lower() for r in results if r.get("valid_metric")][:1]
+    hits = sorted((m for m in measured if m.startswith("hit@")), key=lambda m: int(m.split("@")[1]))
+    chosen += hits[-1:]
+    chosen = [m for m in dict.fromkeys(chosen) if m in measured]
+    return chosen or list(dict.fromkeys(measured))[:2]
+
+
+def _datasets(results):
+    """The datasets of a run's rows, a cross-domain pair (``source -> target``) first."""
+    names = list(dict.fromkeys(str(r.get("dataset")) for r in results))
+    return sorted(names, key=lambda name: " -> " not in str(name))
+
+
+def _compact(value, se):
+    if value is None:
+        return ""
+    if se is None or se != se:
+        return f"{float(value):.3f}"
+    return f"{float(value):.3f}±{float(se):.3f}"
+
+
+def where_lines(results, output):
+    """The three closing lines of a run: its result files, each model's checkpoints, each model's log."""
+    checkpoints, logs = [], []
+    for result in results:
+        if result.get("group") or "error" in result:
+            continue
+        kept = result.get("checkpoints") or {}
+        if kept:
+            paths = ", ".join(kept.values())
+            checkpoints.append(f"{result.get('label') or result['model']}: {paths}")
+        if result.get("log_file"):
+            logs.append(os.path.relpath(result["log_file"]))
+    return [
+        f"results: {output}/ (table.md: every metric and cost; runs/: per-user values)",
+        "checkpoints: " + ("; ".join(checkpoints) or "none (nothing trained)"),
+        "logs: " + "; ".join(dict.fromkeys(logs)),
+    ]
 
 
 def stopping_cell(costs):

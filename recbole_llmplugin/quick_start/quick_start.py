@@ -16,6 +16,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone, prepare_retriever
 from recbole_llmplugin.quick_start.cross_domain import check_cross_domain, evaluate_on_target, source_overrides
 from recbole_llmplugin.data.data_check import check_dataset
+from recbole_llmplugin.quick_start.run_log import model_log
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
     build_config,
@@ -37,6 +38,13 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         backbone's own run under ``companions``."""
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    with model_log(config) as log_file:  # from here on, the backbone's lines in its own log
+        result = _run(config, model_class, model, dataset, config_file_list, config_dict, saved, start)
+    result["log_file"] = log_file
+    return result
+
+
+def _run(config, model_class, model, dataset, config_file_list, config_dict, saved, start):
     cross = check_cross_domain(model_class, config, config_file_list, config_dict)  # train here, test on the target
     own = config_dict
     if cross:  # the source block's properties are the training side's alone
@@ -50,6 +58,13 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         result = evaluate_on_target(model_class, config, result, config_file_list, config_dict, cross[1])
     result["companions"] = companions
     return result
+
+
+def check_run(model, dataset, config_file_list=None, config_dict=None):
+    """Every property check of ``run_recbole_llm``'s first steps for ``model``, with nothing trained: a comparison
+    checks each of its models this way before the first one trains (one refused model stops it at once)."""
+    config, model_class = build_config(model, dataset, config_file_list, config_dict)
+    check_cross_domain(model_class, config, config_file_list, config_dict)
 
 
 def _rebuild_config(checkpoint):

@@ -23,7 +23,6 @@ from recbole.utils import (
     ModelType,
     get_environment,
     get_trainer,
-    init_logger,
     init_seed,
     set_color,
 )
@@ -31,6 +30,7 @@ from recbole.utils import (
 from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
 from recbole_llmplugin.data.scenarios import apply_user_scenario
+from recbole_llmplugin.quick_start.run_log import model_log
 from recbole_llmplugin.trainer.distributed import is_main, single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
@@ -253,9 +253,14 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     test_result) plus ``model``, ``dataset``, ``saved_model_file`` and ``costs`` (wall times, peak RSS).
     """
     start = time.time() if start is None else start
+    with model_log(config) as log_file:  # the other processes of a data-parallel run write none
+        result = _train_and_evaluate(config, model_class, saved, start)
+    result["log_file"] = log_file
+    return result
+
+
+def _train_and_evaluate(config, model_class, saved, start):
     init_seed(config["seed"], config["reproducibility"])
-    if is_main():  # the other processes of a data-parallel run write no log file (their errors reach stderr)
-        init_logger(config)
     logger = getLogger()
     logger.info(config)
 
@@ -318,12 +323,15 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         "label": row_label(config["model"], variant),
         "dataset": config["dataset"],
         "seed": config["seed"],
+        "valid_metric": config["valid_metric"],
+        "table_metrics": config["table_metrics"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         **measured,
         "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
+        "checkpoints": checkpoints_of(model_obj, trainer) if saved else {},
         "costs": costs,
     }
     if retrieved is not None:
@@ -333,6 +341,14 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
         for mode in getattr(model_obj, "other_rankings", lambda: [])()
     ]
     return result
+
+
+def checkpoints_of(model, trainer):
+    """What a run kept, by name: each training stage's checkpoint (plugin models with stages), or the model's one
+    checkpoint; only files that exist (a model that trains nothing keeps none)."""
+    stages = getattr(model, "training_stages", None)
+    kept = {stage.name: stage.checkpoint for stage in stages()} if stages else {"model": trainer.saved_model_file}
+    return {name: path for name, path in kept.items() if path and os.path.isfile(path)}
 
 
 def watch_stopping(trainer, config):

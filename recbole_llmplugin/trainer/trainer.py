@@ -96,6 +96,7 @@ class LLMTrainer(Trainer):
         process."""
 
         def loss(interaction):
+            self._time_first_batch(len(interaction))
             interaction, weights, lengths = self.model.training_batch(self.stage_name, interaction)
             if distributed.world_size() == 1 and not self.micro_batch_size:
                 return loss_func(interaction)
@@ -121,6 +122,23 @@ class LLMTrainer(Trainer):
             return result if earlier is None else _added(result, earlier)
 
         return loss
+
+    def _time_first_batch(self, rows):
+        """The plan's cost, measured: when a stage's second batch starts, log the first batch's seconds per example
+        (forward, backward and step) and the time the whole stage would take at that rate."""
+        plan = getattr(self, "_plan", None)
+        if plan is None:
+            return
+        if plan["start"] is None:
+            plan.update(start=time.time(), rows=rows)
+            return
+        per_example = (time.time() - plan["start"]) / max(plan["rows"], 1)
+        total = per_example * plan["examples"] * max(self.epochs - self.start_epoch, 1)
+        self.logger.info(
+            f"{self.stage_name}: first batch {per_example:.3f} s per example -> about {duration(total)} for "
+            f"{self.epochs - self.start_epoch} epoch(s) of {plan['examples']} examples"
+        )
+        self._plan = None
 
     def _build_optimizer(self, **kwargs):
         params = [p for p in kwargs.pop("params", self.model.parameters()) if p.requires_grad]
@@ -385,9 +403,11 @@ class StagedTrainer(LLMTrainer):
             set_color(f"{stage.name}", "green")
             + f": {stage.epochs} epochs, lr {stage.learning_rate}, batch {stage.batch_size}, {len(loader.dataset)} examples"
         )
+        self._plan = {"start": None, "examples": len(loader.dataset)}
         result = Trainer.fit(
             self, loader, valid_data if stage.validate else None, verbose, True, show_progress, callback_fn
         )
+        self._plan = None
         barrier()  # the main process has written the stage's checkpoint
         if stage.validate and os.path.isfile(stage.checkpoint):  # continue from the best epoch, not the last
             self._load_weights(stage.checkpoint)
@@ -411,6 +431,16 @@ class StagedTrainer(LLMTrainer):
             os.remove(resume_path(stage.checkpoint))
         if hasattr(self.model, "save_adapter"):  # e.g. TALLRec: also a peft adapter folder
             self.model.save_adapter(os.path.splitext(stage.checkpoint)[0] + "-adapter")
+
+
+def duration(seconds):
+    """``2 h 05 min``, ``3 min 20 s`` or ``12 s``."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
 
 
 def resume_path(checkpoint):

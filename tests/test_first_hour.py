@@ -1,0 +1,106 @@
+"""A new user's first steps: the bare command, the plugin models on their own defaults, one log per model, and a
+run that says where its results, checkpoints and logs are."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BACKBONE_PROPS, REPO, TINY_DATASET
+from recbole_llmplugin import run_recbole_llm
+
+
+def _cli(args, cwd):
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_llm.py"), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def test_the_bare_command_prints_the_usage_with_the_main_job(workdir):
+    result = _cli([], workdir)
+    assert result.returncode == 0
+    assert "--model=ALLMRec --dataset=ml-100k --config_files=" in result.stdout
+    assert "quick-ml100k.yaml" in result.stdout
+    assert result.stderr == "" and "error:" not in result.stdout
+
+
+@pytest.fixture
+def on_defaults(tiny_config, tiny_encoder):
+    """Tiny models and data, with RecBole's default training negatives (the plugin models' files turn them off)."""
+    props = {k: v for k, v in tiny_config.items() if k != "train_neg_sample_args"}
+    return {**props, **BACKBONE_PROPS, "text_encoder": tiny_encoder, "stage1_embedding_size": 8}
+
+
+def test_allmrec_trains_its_backbone_on_its_own_defaults(workdir, on_defaults):
+    props = {**on_defaults, "stage1_hidden_size": 16, "projection_hidden_size": 16, "stage1_epochs": 1}
+    props.update(stage2_epochs=1, stage2_batch_size=8, stage2_candidates=5, stage1_batch_size=16)
+    result = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
+    backbone = result["companions"][0]
+    assert backbone["label"] == "SASRec (backbone)"
+    assert backbone["costs"]["epochs_run"] == 1
+    assert set(result["checkpoints"]) == {"stage1", "stage2"}
+    assert all(Path(path).is_file() for path in result["checkpoints"].values())
+
+
+def test_llm_only_ranks_on_recbole_full_ranking_by_default(workdir, on_defaults):
+    props = dict(on_defaults)
+    props["eval_args"] = {**props["eval_args"], "mode": "full"}  # RecBole's default mode
+    result = run_recbole_llm("LLMOnly", TINY_DATASET, config_dict=props)
+    assert result["companions"][0]["label"] == "SASRec (retriever)"
+    assert result["retriever_recall"]["at"] == 20
+
+
+@pytest.fixture
+def tiny_file(workdir, on_defaults):
+    props = {**on_defaults, "stage1_hidden_size": 16, "projection_hidden_size": 16, "stage1_epochs": 1}
+    props.update(stage2_epochs=1, stage2_batch_size=8, stage2_candidates=5, stage1_batch_size=16, state="INFO")
+    path = workdir / "tiny.yaml"
+    path.write_text(yaml.safe_dump(props), encoding="utf-8")
+    return path
+
+
+def _log_lines(text):
+    """The message of each logged line (console or file format), colours removed."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    found = re.findall(r"^(?:\w{3} )?\d\d \w{3} (?:\d{4} )?[\d:]+\s+(?:INFO|WARNING|ERROR)\s+(.*)$", text, re.M)
+    return [line.strip() for line in found if line.strip()]
+
+
+def test_a_comparison_checks_every_model_before_the_first_trains(workdir, tiny_file):
+    result = _cli(["--model=ALLMRec,SASRec", f"--dataset={TINY_DATASET}", f"--config_files={tiny_file}"], workdir)
+    assert result.returncode == 2
+    assert "error: SASRec (of ALLMRec, SASRec): SASRec on tiny-synth: train_neg_sample_args" in result.stderr
+    assert [p for p in workdir.glob("saved/**/*") if p.suffix in (".pth", ".safetensors")] == []  # nothing trained
+
+
+def test_a_two_model_run_logs_each_model_to_its_own_file_and_names_its_outputs(workdir, tiny_file):
+    text = yaml.safe_load(tiny_file.read_text())
+    tiny_file.write_text(yaml.safe_dump({**text, "train_neg_sample_args": None}))  # SASRec: as RecBole needs for CE
+    result = _cli(["--model=SASRec,ALLMRec", f"--dataset={TINY_DATASET}", f"--config_files={tiny_file}"], workdir)
+    assert result.returncode == 0, result.stdout[-3000:]
+    sasrec_logs = list((workdir / "log" / "SASRec").glob("*.log"))
+    allmrec_logs = list((workdir / "log" / "ALLMRec").glob("*.log"))
+    assert len(sasrec_logs) == 1 and len(allmrec_logs) == 1
+    sasrec, allmrec = sasrec_logs[0].read_text(), allmrec_logs[0].read_text()
+    assert "stage1: 1 epochs" in allmrec and "stage1: 1 epochs" not in sasrec
+    assert "reusing SASRec backbone" in allmrec and "reusing SASRec backbone" not in sasrec
+    # logged while every model's properties were checked, before any log was open: kept for the first model's log
+    assert "Loading SentenceTransformer model" in sasrec.split("kept as the SASRec backbone")[0]
+    console = _log_lines(result.stderr)
+    assert len(console) > 20
+    in_files = set(_log_lines(sasrec + allmrec))
+    assert [line for line in console if line not in in_files] == []
+
+    last = result.stdout.strip().splitlines()[-3:]
+    assert [line.split(":")[0] for line in last] == ["results", "checkpoints", "logs"]
+    folder = workdir / last[0].split()[1]
+    assert (folder / "table.md").stat().st_size > 0
+    assert len(list((folder / "runs").glob("*.json"))) == 3  # SASRec, its kept backbone row, ALLMRec
+    named = re.findall(r"(saved/\S+?\.(?:pth|safetensors))", last[1]) + re.findall(r"(log/\S+?\.log)", last[2])
+    assert len(named) == 6  # SASRec, the backbone it was kept as, ALLMRec's two stages; two logs
+    assert all((workdir / path).stat().st_size > 0 for path in named)
+    table = result.stdout[result.stdout.index("model ") : result.stdout.index("Paired")]
+    assert max(len(line) for line in table.splitlines()) <= 120
