@@ -178,3 +178,48 @@ def test_the_command_prints_counts_and_recbole_loads_the_files(tmp_path, capsys,
         config = Config(model="SASRec", dataset="beauty-18", config_dict=props)
         dataset = create_dataset(config)
     assert dataset.user_num == 7 and dataset.item_num == 5 and dataset.inter_num == 25  # [PAD] counted
+
+
+def _command(tmp_path, name, output, *extra):
+    reviews = _write(tmp_path / "Beauty.json.gz", _reviews(), True)
+    meta = _write(tmp_path / "meta_Beauty.json.gz", META, True)
+    args = ["--reviews", str(reviews), "--meta", str(meta), "--name", name, "--output", str(output), "--kcore", "4"]
+    return main(args + list(extra))
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("../escaped", "--name '../escaped' is not a plain folder name"),
+        ("", "--name '' is not a plain folder name"),
+        ("sub/dir", "--name 'sub/dir' is not a plain folder name"),
+        (".hidden", "--name '.hidden' is not a plain folder name"),
+    ],
+)
+def test_the_command_writes_only_inside_its_output(tmp_path, capsys, name, expected):
+    assert _command(tmp_path, name, tmp_path / "out") == 2
+    assert f"error: {expected}" in capsys.readouterr().err
+    written = [p for p in tmp_path.rglob("*") if p.suffix in (".inter", ".item")]
+    assert written == []
+
+
+def test_the_command_refuses_outputs_it_cannot_use_in_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert _command(tmp_path, "beauty-18", blocker / "below") == 2  # cannot be made: a file is in the way
+    assert "error: --output '" in capsys.readouterr().err
+    (tmp_path / "out" / "taken").mkdir(parents=True)
+    (tmp_path / "out" / "name-file").write_text("x")
+    assert _command(tmp_path, "name-file", tmp_path / "out") == 2  # --name names an existing file
+    assert "is a file; remove it or give another --name" in capsys.readouterr().err
+    (tmp_path / "out" / "taken" / "taken.inter").mkdir()
+    assert _command(tmp_path, "taken", tmp_path / "out") == 2  # a folder where taken.inter should go
+    assert "taken.inter' is a folder" in capsys.readouterr().err
+
+
+def test_a_converted_set_is_replaced_only_with_overwrite(tmp_path, capsys):
+    assert _command(tmp_path, "beauty-18", tmp_path / "out") == 0
+    capsys.readouterr()
+    assert _command(tmp_path, "beauty-18", tmp_path / "out") == 2
+    assert "already holds a converted set; add --overwrite" in capsys.readouterr().err
+    assert _command(tmp_path, "beauty-18", tmp_path / "out", "--overwrite") == 0

@@ -16,6 +16,7 @@ import html
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from recbole_llmplugin.utils.errors import ConfigValueError, one_line_errors
@@ -96,7 +97,7 @@ SOURCE_FILES = {
 }
 
 
-def check_folders(source, output):
+def check_folders(source, output, overwrite=False):
     """Every source file there and an output folder, before anything is written."""
     for needed in SOURCE_FILES.values():
         missing = [name for name in needed if not (Path(source) / name).is_file()]
@@ -105,12 +106,45 @@ def check_folders(source, output):
                 f"--source '{source}' has no {missing[0]}; give the folder holding amazon-games/ and amazon-beauty/ "
                 f"(../shared/data)"
             )
-    check_output_folder(output)
+    check_output_folder(output, (GAMES, BEAUTY), overwrite)
 
 
-def check_output_folder(output):
-    if Path(output).exists() and not Path(output).is_dir():
+def check_output_folder(output, names=(), overwrite=False):
+    """``output`` is (or can be made) a folder this process writes in; each dataset folder ``<output>/<name>`` can
+    take ``<name>.inter`` and ``<name>.item``, and holds no converted set unless ``overwrite``: one line otherwise,
+    before anything is read or written."""
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
         raise ConfigValueError(f"--output '{output}' is a file; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise ConfigValueError(
+            f"--output '{output}' cannot be written ({error.strerror or error}); give a folder you can write to"
+        ) from None
+    for name in names:
+        check_name(name)
+        target = folder / name
+        if target.exists() and not target.is_dir():
+            raise ConfigValueError(f"'{target}' is a file; remove it or give another --name")
+        files = [target / f"{name}{suffix}" for suffix in (".inter", ".item")]
+        for path in files:
+            if path.is_dir():
+                raise ConfigValueError(f"'{path}' is a folder; move it away or give another --name")
+        if not overwrite and any(path.exists() for path in files):
+            raise ConfigValueError(
+                f"'{target}' already holds a converted set; add --overwrite to replace it, or give another --name"
+            )
+
+
+def check_name(name):
+    """A dataset name is one plain folder name: every file goes inside ``--output``."""
+    if not name or name in (".", "..") or name.startswith(".") or any(sep in name for sep in ("/", "\\", os.sep)):
+        raise ConfigValueError(
+            f"--name '{name}' is not a plain folder name (empty, hidden, '..' or a path separator); the set is "
+            f"written to <output>/<name>/: give e.g. --name amazon-games-18"
+        )
 
 
 def command_parser(module, doc):
@@ -127,8 +161,9 @@ def main(argv=None):
         "--source", default=os.path.join("..", "shared", "data"), help="folder holding amazon-games/ and amazon-beauty/"
     )
     parser.add_argument("--output", default="dataset", help="folder that receives the RecBole dataset folders")
+    parser.add_argument("--overwrite", action="store_true", help="replace sets converted there before")
     args = parser.parse_args(argv)
-    check_folders(args.source, args.output)
+    check_folders(args.source, args.output, args.overwrite)
     for convert in (convert_games, convert_beauty):
         print(f"wrote {convert(args.source, args.output)}")
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_llmplugin.data.amazon import check_output_folder, command_parser
+from recbole_llmplugin.data.amazon import check_name, check_output_folder, command_parser
 from recbole_llmplugin.utils.errors import ConfigValueError, one_line_errors
 from recbole_llmplugin.utils.files import atomic_write
 
@@ -171,6 +171,7 @@ def convert(
     text_fields=("title",),
 ):
     """Write the atomic files; returns (folder, statistics dict)."""
+    check_name(name)  # every file inside ``output``
     unknown = [f for f in text_fields if f not in TEXT_FIELDS]
     if unknown:
         raise ConfigValueError(f"--text_fields {unknown[0]} is not one of {', '.join(TEXT_FIELDS)}")
@@ -251,8 +252,9 @@ def main(argv=None):
     parser.add_argument("--missing_meta", choices=("keep", "drop"), default="keep")
     parser.add_argument("--duplicates", choices=("keep", "first"), default="keep")
     parser.add_argument("--text_fields", default="title", help=f"comma-separated, from {','.join(TEXT_FIELDS)}")
+    parser.add_argument("--overwrite", action="store_true", help="replace a set converted there before")
     args = parser.parse_args(argv)
-    check_output_folder(args.output)
+    check_output_folder(args.output, (args.name,), args.overwrite)
     folder, stats = convert(
         args.reviews,
         args.meta,

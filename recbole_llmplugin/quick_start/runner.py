@@ -31,7 +31,7 @@ from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
 from recbole_llmplugin.data.scenarios import apply_user_scenario
 from recbole_llmplugin.quick_start.run_log import model_log
-from recbole_llmplugin.trainer.distributed import is_main, single_process_view
+from recbole_llmplugin.trainer.distributed import single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.sampler.eval_candidates import (
