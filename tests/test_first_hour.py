@@ -104,3 +104,28 @@ def test_a_two_model_run_logs_each_model_to_its_own_file_and_names_its_outputs(w
     assert all((workdir / path).stat().st_size > 0 for path in named)
     table = result.stdout[result.stdout.index("model ") : result.stdout.index("Paired")]
     assert max(len(line) for line in table.splitlines()) <= 120
+
+
+@pytest.mark.parametrize(
+    "model, props, expected",
+    [
+        ("ALLMRec", {"stage2_objective": "index", "eval_mode": "score"}, "stage2_objective"),  # check_ranking
+        ("ALLMRec", {"prompt_template": "{user_token} {history}. Answer:"}, "prompt_template: "),  # placeholders
+        ("ALLMRec", {"prompt_history_item": "an item"}, "prompt_history_item: 'an item' must contain {title}"),
+        (
+            "ALLMRec",
+            {"allmrec_token_space": "vocabulary", "eval_mode": "index", "stage2_objective": "match"},
+            "allmrec_token_space: vocabulary reads the user token where the answer starts",
+        ),
+        ("ALLMRec", {"stage2_candidates": 5000}, "stage2_candidates: 5000 but tiny-synth has"),
+        ("ALLMRec", {"eval_mode": "index", "prompt_index_labels": "ABC"}, "prompt_index_labels: 3 labels for 10"),
+        ("ALLMRec", {"prompt_answer": '"{title}"{item_token}', "stage2_objective": "generate"}, "prompt_answer"),
+    ],
+)
+def test_every_model_check_comes_before_the_backbone_trains(workdir, on_defaults, model, props, expected):
+    from recbole_llmplugin.utils.errors import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=re.escape(expected)):
+        run_recbole_llm(model, TINY_DATASET, config_dict={**on_defaults, "cf_checkpoint": "auto", **props})
+    assert not (workdir / "saved" / "cf_backbones").exists()  # refused before the backbone trained
+    assert not (workdir / "log" / "SASRec").exists()

@@ -58,6 +58,21 @@ def check_dataset(config):
         if name in texts:
             headers[source] = check_atomic_file(os.path.join(folder, name), config, source, texts[name])
     _check_load_col(config, headers)
+    return {"items": _item_count(config, [texts[name] for name in expected if name in texts], headers)}
+
+
+def _item_count(config, inter_texts, headers):
+    """Distinct item ids in the interaction files: the dataset's item count before RecBole's filters (at most that
+    after them); None when the files have no item column."""
+    columns = list(headers.get("inter") or {})
+    field = config["ITEM_ID_FIELD"]
+    if field not in columns:
+        return None
+    index, separator = columns.index(field), config["field_separator"] or "\t"
+    items = set()
+    for text in inter_texts:
+        items.update(line.split(separator)[index] for line in text.split("\n")[1:] if line.strip())
+    return len(items)
 
 
 def check_encoding(path, encoding):

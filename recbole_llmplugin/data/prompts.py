@@ -15,6 +15,26 @@ import torch
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 
+def check_prompt_templates(config):
+    """The placeholders each prompt key needs for this run's ranking (``eval_mode: index`` lists candidates with
+    ``prompt_index_item``): one line naming the key otherwise. Needs only the config: runs before anything trains."""
+    answer = config["prompt_answer"] or ""
+    if answer.count("{item_token}") > 1:
+        raise ConfigValueError(f"prompt_answer: '{answer}' may hold {{item_token}} once")
+    index = config["eval_mode"] == "index"
+    candidate_key = "prompt_index_item" if index else "prompt_candidate_item"
+    for key, needed in (
+        ("prompt_template", ("{history}", "{candidates}")),
+        ("prompt_history_item", ("{title}",)),
+        (candidate_key, ("{title}", "{label}") if index else ("{title}",)),
+        ("prompt_answer", ("{title}",)),
+    ):
+        value = config[key]
+        missing = [n for n in needed if n not in (value or "")]
+        if missing:
+            raise ConfigValueError(f"{key}: '{value}' must contain {', '.join(missing)}")
+
+
 class PromptBuilder:
     def __init__(self, config, item_texts):
         self.template = config["prompt_template"]
@@ -24,26 +44,12 @@ class PromptBuilder:
         self.answer = config["prompt_answer"] or ""
         # the candidate's soft item token inside its scored answer: it conditions the tokens after it
         self.answer_item_token = "{item_token}" in self.answer
-        if self.answer.count("{item_token}") > 1:
-            raise ConfigValueError(f"prompt_answer: '{self.answer}' may hold {{item_token}} once")
+        check_prompt_templates(config)
         self.item_texts = item_texts
         self.labels = None
         if config["eval_mode"] == "index":
             self.candidate_item = config["prompt_index_item"]
             self.labels = list(config["prompt_index_labels"] or "")
-        for key, value, needed in (
-            ("prompt_template", self.template, ("{history}", "{candidates}")),
-            ("prompt_history_item", self.history_item, ("{title}",)),
-            (
-                "prompt_index_item" if self.labels is not None else "prompt_candidate_item",
-                self.candidate_item,
-                ("{title}", "{label}") if self.labels is not None else ("{title}",),
-            ),
-            ("prompt_answer", self.answer, ("{title}",)),
-        ):
-            missing = [n for n in needed if n not in (value or "")]
-            if missing:
-                raise ConfigValueError(f"{key}: '{value}' must contain {', '.join(missing)}")
 
     def _items(self, pattern, item_ids, item_token, labels=None):
         labels = labels or [""] * len(item_ids)

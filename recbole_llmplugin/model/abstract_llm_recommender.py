@@ -22,7 +22,7 @@ from recbole_llmplugin.trainer.distributed import is_distributed, single_process
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.data.item_text import ItemTextStore
 from recbole_llmplugin.model.layers.llm_loading import enable_checkpointing, eval_copy, load_llm
-from recbole_llmplugin.data.prompts import PromptBuilder
+from recbole_llmplugin.data.prompts import PromptBuilder, check_prompt_templates
 from recbole_llmplugin.trainer.trainer import LLMTrainer, Stage, stage_checkpoint
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
@@ -78,11 +78,10 @@ class LLMRecommender(SequentialRecommender):
         self.retrieval_hits = []  # full ranking: [users] per evaluated batch, whether the target was retrieved
         self.objective = (config["stage2_objective"] or "generate") if self.trains_stage2 else None
         self.n_candidates = config["stage2_candidates"] if self.trains_stage2 else None
-        self._check_options(config, dataset)
+        self.check_config(config, dataset.item_num - 1)
         self._load_llm(config)
         self.item_texts = ItemTextStore(config, dataset, self.tokenizer)
         self.prompt_builder = PromptBuilder(config, self.item_texts)
-        self._check_answer_item_token(config)
         answer_ids, answer_lengths = self.prompt_builder.answer_token_table(
             self.tokenizer, eos=config["prompt_answer_eos"], item_token=self.answer_item_token or ""
         )
@@ -116,23 +115,36 @@ class LLMRecommender(SequentialRecommender):
         """The frozen CF model whose top ``rerank_topk`` unseen items full ranking re-ranks."""
         return self.retriever
 
-    def _check_options(self, config, dataset):
-        """The model's own option values and their combination (``config.options.check_ranking``), before the LLM
-        loads."""
-        if self.eval_mode not in self.eval_modes:
+    @classmethod
+    def check_config(cls, config, n_items=None):
+        """Every check of the model's properties (its options, their combination: ``config.options.check_ranking``;
+        the prompt templates; ``stage2_candidates`` against ``n_items``, the dataset's item count when known). The
+        run's config check calls it before anything trains (a CF backbone trained first would be wasted), the
+        constructor again."""
+        eval_mode = config["eval_mode"]
+        if eval_mode not in cls.eval_modes:
             raise ConfigValueError(
-                f"eval_mode: '{self.eval_mode}' is not one of {', '.join(self.eval_modes)} for {type(self).__name__}"
+                f"eval_mode: '{eval_mode}' is not one of {', '.join(cls.eval_modes)} for {cls.__name__}"
             )
-        if not self.trains_stage2:
+        check_prompt_templates(config)
+        labels = config["prompt_index_labels"] or ""
+        shown = (eval_negatives(config) or 0) + 1
+        if eval_mode == "index" and shown > len(labels):
+            raise ConfigValueError(
+                f"prompt_index_labels: {len(labels)} labels for {shown} candidates; give at least {shown}"
+            )
+        objective = (config["stage2_objective"] or "generate") if cls.trains_stage2 else None
+        cls._check_answer_item_token(config, objective)
+        if not cls.trains_stage2:
             return
-        if self.n_candidates and self.n_candidates > dataset.item_num - 1:
+        candidates = config["stage2_candidates"]
+        if n_items is not None and candidates and candidates > n_items:
             raise ConfigValueError(
-                f"stage2_candidates: {self.n_candidates} but {dataset.dataset_name} has {dataset.item_num - 1} items; "
-                f"use at most {dataset.item_num - 1}"
+                f"stage2_candidates: {candidates} but {config['dataset']} has {n_items} items; use at most {n_items}"
             )
-        if self.objective not in self.objectives:
-            raise ConfigValueError(f"stage2_objective: '{self.objective}' is not one of {', '.join(self.objectives)}")
-        check_ranking(self.objective, self.eval_mode, **self.ranking_options(config))
+        if objective not in cls.objectives:
+            raise ConfigValueError(f"stage2_objective: '{objective}' is not one of {', '.join(cls.objectives)}")
+        check_ranking(objective, eval_mode, **cls.ranking_options(config))
 
     @classmethod
     def ranking_options(cls, config):
@@ -169,19 +181,19 @@ class LLMRecommender(SequentialRecommender):
         # and prompts")
         self.prompt_prefix = (self.tokenizer.bos_token or "") if config["prompt_bos"] else ""
 
-    def _check_answer_item_token(self, config):
+    @classmethod
+    def _check_answer_item_token(cls, config, objective):
         """``prompt_answer`` with {item_token} needs CF item tokens, the score eval mode and the rank objective."""
-        if not self.prompt_builder.answer_item_token:
+        if "{item_token}" not in (config["prompt_answer"] or ""):
             return
-        if not self.answer_item_token:
+        if not cls.answer_item_token:
             raise ConfigValueError(
-                f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not "
-                f"{type(self).__name__}"
+                f"prompt_answer: {{item_token}} needs a model with CF item tokens (ALLMRec, MLPLLM), not {cls.__name__}"
             )
-        if self.eval_mode != "score" or self.objective != "rank":
+        if config["eval_mode"] != "score" or objective != "rank":
             raise ConfigValueError(
                 f"prompt_answer: '{config['prompt_answer']}' has the candidate's item token in its answer: it needs "
-                f"eval_mode score and stage2_objective rank (got {self.eval_mode}, {self.objective})"
+                f"eval_mode score and stage2_objective rank (got {config['eval_mode']}, {objective})"
             )
 
     @classmethod

@@ -53,17 +53,22 @@ class CFTokenRecommender(LLMRecommender):
     answer_item_token = CANDIDATE_TOKEN
     objectives = OPTIONS["stage2_objective"]  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
 
+    @classmethod
+    def check_config(cls, config, n_items=None):
+        super().check_config(config, n_items)
+        vocabulary = (config["allmrec_token_space"] or "projected") == "vocabulary"
+        if vocabulary and not config["prompt_template"].rstrip().endswith("{user_token}"):
+            raise ConfigValueError(
+                "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
+                "with {user_token} (e.g. '... Answer:{user_token}')"
+            )
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.architecture = config["allmrec_architecture"]
         self.match_weight = float(config["stage2_match_weight"] or 0.0)
         self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
         self.token_space = config["allmrec_token_space"] or "projected"
-        if self.token_space == "vocabulary" and not config["prompt_template"].rstrip().endswith("{user_token}"):
-            raise ConfigValueError(
-                "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
-                "with {user_token} (e.g. '... Answer:{user_token}')"
-            )
         self.match_row = bool(config["eval_match_row"])
         # cross-domain: the backbone was trained on cross_domain_source; without a user token the prompt has none
         self.trained_on = config["cross_domain_source"]

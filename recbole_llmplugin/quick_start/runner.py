@@ -74,7 +74,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
         raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
     except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
         raise unknown_metric(error) from None
-    check_dataset(config)
+    facts = check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
         with recbole_warnings_quiet():
@@ -88,6 +88,8 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     if ignored:
         getLogger().warning(f"{model_class.__name__} does not use {', '.join(ignored)} (set by you): ignored")
     check_model_properties(config, model_class)
+    if hasattr(model_class, "check_config"):  # the model's own checks, before any backbone trains
+        model_class.check_config(config, facts["items"])
     if is_plugin_model(model_class.__name__):
         require_item_file(config)  # item text, before any backbone is trained
         hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])

@@ -34,12 +34,16 @@ class TALLRec(LLMRecommender):
     trainer_class = StagedTrainer
     trains_llm_layers = True  # LoRA layers inside the LLM train (dropout on in train mode)
 
+    @classmethod
+    def check_config(cls, config, n_items=None):
+        super().check_config(config, n_items)
+        if config["llm_quantization"] not in (None, "none"):
+            raise ConfigValueError("TALLRec trains LoRA on a float LLM here; set llm_quantization: none")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         from peft import LoraConfig, get_peft_model
 
-        if config["llm_quantization"] not in (None, "none"):
-            raise ConfigValueError("TALLRec trains LoRA on a float LLM here; set llm_quantization: none")
         lora = LoraConfig(
             r=config["lora_r"],
             lora_alpha=config["lora_alpha"],
