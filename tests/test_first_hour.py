@@ -129,3 +129,27 @@ def test_every_model_check_comes_before_the_backbone_trains(workdir, on_defaults
         run_recbole_llm(model, TINY_DATASET, config_dict={**on_defaults, "cf_checkpoint": "auto", **props})
     assert not (workdir / "saved" / "cf_backbones").exists()  # refused before the backbone trained
     assert not (workdir / "log" / "SASRec").exists()
+
+
+def test_a_cross_domain_table_is_headed_by_the_pair_and_keeps_source_rows_apart():
+    from recbole_llmplugin.quick_start.compare import console_table
+
+    def row(label, dataset, hit):
+        costs = {"test_users": 300, "fit_seconds": 1.0}
+        return {"model": label, "label": label, "dataset": dataset, "test_result": {"hit@1": hit}, "costs": costs}
+
+    results = [row("SASRec (backbone)", "beauty", 0.3), row("ALLMRec", "beauty -> games", 0.1)]
+    table = console_table(results, ["hit@1"])
+    assert table.index("beauty -> games:") < table.index("ALLMRec") < table.index("beauty (the source")
+    assert table.index("beauty (the source") < table.index("SASRec (backbone)")
+
+
+def test_cross_domain_without_a_user_refuses_the_match_ranking(workdir, on_defaults):
+    from recbole_llmplugin.utils.errors import ConfigValueError
+
+    target = {"dataset": "no-such-target", "data_path": on_defaults["data_path"]}
+    props = {**on_defaults, "cross_domain_user": "none", "eval_mode": "match", "target_domain": target}
+    props.update(allmrec_token_space="vocabulary", stage2_objective="match", joint_embedding="text")
+    props["prompt_template"] = "A user liked: {history}. Next one of: {candidates}? Answer:{user_token}"
+    with pytest.raises(ConfigValueError, match="cross_domain_user: none with eval_mode match"):
+        run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)

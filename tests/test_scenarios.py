@@ -258,7 +258,7 @@ def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, m
     )
     assert allmrec["companions"][0]["dataset"] == TINY_DATASET  # the backbone trained on the source
     no_user = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**props, "cross_domain_user": "none"})
-    assert no_user["label"].endswith("; no user token)") and no_user["other_rankings"] == []
+    assert no_user["label"].endswith("; no user token: reads nothing trained)") and no_user["other_rankings"] == []
     assert no_user["test_result"] != allmrec["test_result"]
     tallrec = run_recbole_llm("TALLRec", TINY_DATASET, config_dict={**props, "stage2_objective": "index"})
     no_backbone = {k: v for k, v in props.items() if k != "cf_checkpoint"}  # as LLMOnly's properties have none
@@ -310,3 +310,29 @@ def test_a_missing_target_dataset_stops_the_run_before_training(workdir, allmrec
     with pytest.raises(PluginError, match="dataset 'nowhere': folder .* does not exist"):
         run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
     assert not list(workdir.glob("saved/**/*.safetensors"))
+
+
+@pytest.mark.parametrize(
+    "counts, warned",
+    [
+        (
+            [4] * 20,
+            [
+                "7 of the 20 items with 4 training interactions are put in the cold group by item id alone",
+                "7 of the 20 items with 4 training interactions are put in the warm group by item id alone",
+            ],
+        ),
+        (list(range(1, 21)), []),  # every count distinct: no tie at either cut
+        ([1] * 7 + [2] * 6 + [3] * 7, []),  # ties, but none across a cut
+    ],
+)
+def test_item_groups_warn_when_tied_counts_are_cut_by_id(monkeypatch, caplog, counts, warned):
+    import recbole_llmplugin.evaluator.item_groups as groups_module
+
+    monkeypatch.setattr(groups_module, "training_item_counts", lambda dataset: np.array([0] + counts))
+    config = {"eval_item_groups": True, "warm_item_ratio": 0.35, "cold_item_ratio": 0.35}
+    with caplog.at_level("WARNING"):
+        groups = item_groups(config, SimpleNamespace(item_num=len(counts) + 1))
+    assert len(groups["cold"]) == len(groups["warm"]) == 7
+    messages = [record.getMessage() for record in caplog.records]
+    assert [m.split(" (their")[0] for m in messages] == ["eval_item_groups: " + w for w in warned]

@@ -50,6 +50,21 @@ def item_groups(config, train_dataset):
     items = np.arange(1, train_dataset.item_num)
     order = items[np.lexsort((items, counts))]  # least interacted first
     n_cold, n_warm = int(round(cold_ratio * len(items))), int(round(warm_ratio * len(items)))
+    sorted_counts = counts[order - 1]
+    for group, cut, inside in (
+        ("cold", n_cold, sorted_counts[:n_cold]),
+        ("warm", n_warm, sorted_counts[::-1][:n_warm]),
+    ):
+        if not 0 < cut < len(items):
+            continue
+        edge = inside[-1]  # the count at the group's cut: items of that count on both sides are split by id alone
+        tied_in, tied_total = int((inside == edge).sum()), int((counts == edge).sum())
+        if tied_total > tied_in:
+            getLogger().warning(
+                f"eval_item_groups: {tied_in} of the {tied_total} items with {int(edge)} training interactions are "
+                f"put in the {group} group by item id alone (their counts tie at the cut of {group}_item_ratio "
+                f"{cold_ratio if group == 'cold' else warm_ratio}); with many ties the groups say little"
+            )
     return {"warm": np.sort(order[len(items) - n_warm :]), "cold": np.sort(order[:n_cold])}
 
 

@@ -140,7 +140,10 @@ def console_table(results, metrics=None):
             costs = result.get("costs") or {}
             stopped = stopping_cell(costs).replace("valid: best ", "best ").replace(" of ", "/")
             body.append([label, *cells, costs.get("test_users", ""), f"{costs.get('fit_seconds', 0):.0f}", stopped])
-        heading = f"{dataset}:" if len(_datasets(results)) > 1 else ""
+        cross = any(" -> " in name for name in _datasets(results))
+        heading = f"{dataset}:" if cross or len(_datasets(results)) > 1 else ""
+        if cross and " -> " not in dataset:
+            heading = f"{dataset} (the source, its own test users):"
         table = tabulate(body, headers=["model", *metrics, "n", "train s", "epochs"], tablefmt="simple")
         blocks.append((heading + "\n" if heading else "") + table + "".join("\n" + line for line in failed))
     return "\n\n".join(blocks)

@@ -90,6 +90,12 @@ def check_cross_domain(model_class, config, config_file_list, config_dict):
     cross = domains(config)
     if cross:
         check_cross_domain_model(model_class, config)
+        no_user = getattr(model_class, "needs_cf_backbone", False) and config["cross_domain_user"] == "none"
+        if no_user and config["eval_mode"] == "match":
+            raise ConfigValueError(
+                "cross_domain_user: none with eval_mode match: the CF match ranks by the target user's representation, "
+                "which that form leaves out; use cross_domain_user: text, or eval_mode index or score"
+            )
         target_config(model_class, config, config_file_list, config_dict, cross[1])
     return cross
 
@@ -141,4 +147,8 @@ def _user_part(model_class, config):
     """How a target user is represented, for the row label of the models with a CF user token."""
     if not getattr(model_class, "needs_cf_backbone", False):
         return ""
-    return "target user from text" if config["cross_domain_user"] == "text" else "no user token"
+    if config["cross_domain_user"] == "text":
+        return "target user from text"
+    if (config["allmrec_token_space"] or "projected") == "vocabulary":  # items as plain LLM tokens, no user token
+        return "no user token: reads nothing trained"
+    return "no user token"
