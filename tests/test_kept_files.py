@@ -44,3 +44,44 @@ def test_unreadable_kept_files_are_moved_aside_and_made_anew(workdir, allmrec_co
     assert third["companions"][0]["test_result"] == first["companions"][0]["test_result"]
     assert third["test_result"] == first["test_result"]
     _check_made_anew([backbone], caplog.text)
+
+
+def _fills_the_disk(write, message):
+    """A writer that puts a few bytes in its file, then fails as it does on a full disk."""
+
+    def failing(obj, target, *args, **kwargs):
+        with open(target, "wb") as handle:
+            handle.write(b"partial")
+        raise RuntimeError(message)
+
+    return failing
+
+
+def test_a_full_disk_leaves_no_truncated_recbole_checkpoint(workdir, tiny_config, monkeypatch):
+    import recbole.trainer.trainer as recbole_trainer
+
+    import pytest
+
+    from recbole_llmplugin.utils.errors import DiskFullError
+
+    torch_save = _fills_the_disk(None, "[enforce fail at inline_container.cc:595] . unexpected pos 4224 vs 4112")
+    monkeypatch.setattr(recbole_trainer.torch, "save", torch_save)
+    with pytest.raises(DiskFullError, match=r"writing '.*SASRec-.*\.pth' failed: the disk holding '.*saved' is full"):
+        run_recbole_llm("SASRec", TINY_DATASET, config_dict={**tiny_config, **BACKBONE_PROPS})
+    assert [p.name for p in (workdir / "saved").iterdir()] == []  # nothing half-written
+
+
+def test_a_full_disk_during_a_stage_checkpoint_is_one_error(workdir, allmrec_config, monkeypatch):
+    import pytest
+
+    import recbole_llmplugin.trainer.checkpoints as checkpoints
+    from recbole_llmplugin.utils.errors import DiskFullError
+
+    message = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+    monkeypatch.setattr(
+        checkpoints, "save_file", lambda tensors, target, metadata=None: _fills_the_disk(0, message)(0, target)
+    )
+    config = {**allmrec_config, "checkpoint_dir": str(workdir / "saved")}
+    with pytest.raises(DiskFullError, match=r"-stage1-.*\.safetensors' failed: .* MiB free; it needs about"):
+        run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=config)
+    assert list((workdir / "saved").glob("**/*stage1*.safetensors")) == []

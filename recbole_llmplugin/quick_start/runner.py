@@ -34,6 +34,7 @@ from recbole_llmplugin.quick_start.run_log import model_log
 from recbole_llmplugin.trainer.distributed import single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.utils.files import atomic_write
 from recbole_llmplugin.sampler.eval_candidates import (
     CandidateSource,
     apply_eval_candidates,
@@ -282,6 +283,8 @@ def _train_and_evaluate(config, model_class, saved, start):
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
     recbole_trainer = getattr(model_class, "trainer_class", None) is None  # RecBole's models and UniSRec
+    if recbole_trainer:
+        atomic_checkpoints(trainer)
     stopping = watch_stopping(trainer, config) if recbole_trainer else None
     fit_start = time.time()
     with recbole_warnings_quiet():  # RecBole's _train_epoch builds a deprecated GradScaler each epoch
@@ -351,6 +354,25 @@ def checkpoints_of(model, trainer):
     stages = getattr(model, "training_stages", None)
     kept = {stage.name: stage.checkpoint for stage in stages()} if stages else {"model": trainer.saved_model_file}
     return {name: path for name, path in kept.items() if path and os.path.isfile(path)}
+
+
+def atomic_checkpoints(trainer):
+    """RecBole's trainer writes its ``.pth`` with ``torch.save`` straight onto the file: an interruption or a full disk
+    leaves a truncated checkpoint that a later ``cf_checkpoint: auto`` run would read. Here each save goes to a temp
+    file first and replaces the checkpoint whole (``atomic_write``: a full disk is one line)."""
+    save = trainer._save_checkpoint
+
+    def _save_checkpoint(epoch, verbose=True, **kwargs):
+        config = trainer.config
+        if not config["single_spec"] and config["local_rank"] != 0:  # RecBole: only the main process writes
+            return
+        final = kwargs.pop("saved_model_file", trainer.saved_model_file)
+        size = 3 * sum(p.numel() * p.element_size() for p in trainer.model.parameters())  # weights + Adam moments
+        atomic_write(final, lambda tmp: save(epoch, verbose=False, saved_model_file=tmp, **kwargs), size=size)
+        if verbose:
+            trainer.logger.info(set_color("Saving current", "blue") + f": {final}")
+
+    trainer._save_checkpoint = _save_checkpoint
 
 
 def watch_stopping(trainer, config):

@@ -184,7 +184,8 @@ def save_plugin_checkpoint(path, meta, weights, extra_tensors=None):
     tensors.update(extra_tensors or {})
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in tensors.items()}
     text = json.dumps(meta, default=_json_default)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"recbole_llmplugin": text}))
+    size = sum(tensor.numel() * tensor.element_size() for tensor in tensors.values())
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"recbole_llmplugin": text}), size=size)
 
 
 def _json_default(value):

@@ -24,6 +24,10 @@ class ConfigValueError(PluginError, ValueError):
     """A property with a value the plugin cannot use."""
 
 
+class DiskFullError(PluginError, OSError):
+    """A file could not be written: its disk is full (nothing half-written is left behind)."""
+
+
 class UnreadableFileError(ConfigValueError):
     """A file that exists but cannot be read as what it should be (truncated, another format); ``reason`` says
     why, in a few words, for callers that move their own cache files aside instead."""

@@ -1,11 +1,15 @@
 """Writing files so that an interruption never leaves a half-written one behind."""
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from logging import getLogger
+
+from recbole_llmplugin.utils.errors import DiskFullError
 
 
 def digest(*parts):
@@ -13,14 +17,30 @@ def digest(*parts):
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def atomic_write(path, write):
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``."""
+# how a full disk shows in the writers' errors: OSError ENOSPC, safetensors' SafetensorError, torch.save's RuntimeError
+_DISK_FULL = ("No space left", "StorageFull", "unexpected pos", "file write failed")
+
+
+def atomic_write(path, write, size=None):
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then rename it onto ``path``. A full disk is one
+    ``DiskFullError`` naming the folder, the space free and ``size`` (bytes the file needs, when known)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as error:
+            full = getattr(error, "errno", None) == errno.ENOSPC or any(m in str(error) for m in _DISK_FULL)
+            if not full:
+                raise
+            free = shutil.disk_usage(folder).free
+            needed = f"; it needs about {size / 2**20:.0f} MiB" if size else ""
+            raise DiskFullError(
+                f"writing '{path}' failed: the disk holding '{folder}' is full ({free / 2**20:.0f} MiB free{needed}); "
+                f"free space there or write elsewhere (checkpoint_dir)"
+            ) from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
