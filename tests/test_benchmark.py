@@ -350,3 +350,20 @@ def test_every_shipped_property_file_builds_an_allmrec_config(workdir, path):
 
     config, _ = build_config("ALLMRec", "ml-100k", [str(path)])
     assert config["eval_candidates"] == "fixed"
+
+
+def test_a_row_measured_on_other_users_is_labelled_so(tmp_path):
+    path = tmp_path / "bench.yaml"
+    spec = {
+        "benchmark_models": ["A", "B"],
+        "benchmark_datasets": ["d1"],
+        "benchmark_seeds": [1],
+        "benchmark_output": str(tmp_path / "out"),
+        "cold_users": 60,
+        "benchmark_model_properties": {"A": {"cold_users": 5, "epochs": 2}},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    rows = run_benchmark(path, FakeRunner())
+    labels = {row["label"] for row in rows}
+    assert "A [other users: cold_users 5]" in labels  # not "A": another user set than B's rows
+    assert "B (vocabulary, match)" in labels and "B (vocabulary, match; CF match alone, no LLM)" in labels

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
 from recbole_llmplugin.evaluator.paired import TESTS
+from recbole_llmplugin.data.scenarios import SCENARIO_KEYS
 from recbole_llmplugin.quick_start.compare import metric_cell, recall_lines, run_file, run_record, stopping_cell
 from recbole_llmplugin.tools.compare import paired_markdown, paired_rows, record_rows, write_csv
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
@@ -121,6 +122,30 @@ def check_runs(spec, path):
 MEASURED_KEYS = frozenset({"target_domain", "cross_domain_user", "eval_match_row"})
 
 
+# keys that choose which users (and candidates) a row is measured on
+USER_SET_KEYS = SCENARIO_KEYS | {
+    "eval_user_sample",
+    "eval_candidates",
+    "eval_candidates_seed",
+    "eval_candidates_file",
+    "eval_args",
+}
+
+
+def other_users_note(spec, model):
+    """`` [other users: cold_users 5]`` when a benchmark entry sets a key that chooses its users or candidates to
+    another value than the benchmark file: its row is measured on other users than its neighbours' rows."""
+    entry = spec["benchmark_model_properties"].get(model) or {}
+    changed = [f"{key} {entry[key]}" for key in sorted(USER_SET_KEYS & set(entry)) if entry[key] != spec.get(key)]
+    if not changed:
+        return ""
+    getLogger().warning(
+        f"benchmark entry {model} sets {', '.join(changed)}: its row is measured on other users or candidates than "
+        f"the others and is labelled so"
+    )
+    return f" [other users: {', '.join(changed)}]"
+
+
 def run_properties(spec, dataset, model, seed):
     """What one run of the benchmark is asked to run: the benchmark file's properties (its ``benchmark_*`` lists and
     the keys that only say where or how visibly a run works aside), the entry's own properties, the dataset, the seed.
@@ -173,6 +198,9 @@ def run_benchmark(path, runner=None):
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
             result = run_record(runner(actual, dataset, [str(path)], overrides), model)
+            note = other_users_note(spec, model)
+            for row in [result, *result.get("other_rankings", [])]:
+                row["label"] += note
             result["properties"] = properties
             atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1), encoding="utf-8"))
         except Exception as error:  # reported, retried on restart, never stops the other runs
