@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 import yaml
 
@@ -311,37 +312,45 @@ def _shipped(kind):
 @pytest.fixture(scope="module")
 def amazon_data(tmp_path_factory):
     """The folder the Amazon profiles' ``data_path: dataset/`` points to: the repository's ``dataset/`` where
-    ``python -m recbole_llmplugin.data.amazon --output dataset`` has written both sets, else a conversion of
-    ``../shared/data`` made once for this module, else None."""
-    from conftest import REPO, SHARED_DATA
+    ``python -m recbole_llmplugin.data.amazon --output dataset`` has written both sets, else synthetic stand-ins
+    written by the converter's own writer under the same names (1,500 users, 300 titled items each): every shipped
+    profile is checked on a clean checkout."""
+    from conftest import REPO
 
-    from recbole_llmplugin.data.amazon import BEAUTY, GAMES, convert_beauty, convert_games
+    from recbole_llmplugin.data.amazon import BEAUTY, GAMES, _write_atomic_files
 
     if all((REPO / "dataset" / name).is_dir() for name in (BEAUTY, GAMES)):
         return REPO / "dataset"
-    if not (SHARED_DATA / "amazon-games").is_dir():
-        return None
     folder = tmp_path_factory.mktemp("dataset")
-    convert_games(SHARED_DATA, folder)
-    convert_beauty(SHARED_DATA, folder)
+    rng = np.random.default_rng(0)
+    for name in (BEAUTY, GAMES):
+        sequences = {f"u{u}": [f"i{i}" for i in rng.choice(300, size=6, replace=False)] for u in range(1500)}
+        _write_atomic_files(folder, name, sequences, {f"i{i}": f"product number {i}" for i in range(300)})
     return folder
 
 
 @pytest.mark.parametrize("path", _shipped("b"), ids=lambda p: p.name)
 def test_every_shipped_benchmark_file_passes_its_checks(workdir, amazon_data, path):
     """Each benchmark file in properties/benchmark/ names known models and valid properties for every entry (the
-    Amazon ones when their data is converted, or ../shared/data is there to convert)."""
+    Amazon ones on the converted sets, or on synthetic stand-ins of the same names)."""
     from recbole_llmplugin.tools.benchmark import check_runs, load_spec
 
     spec = load_spec(str(path))
-    datasets = spec["benchmark_datasets"] + [(spec.get("target_domain") or {}).get("dataset", "ml-100k")]
-    if any(d != "ml-100k" for d in datasets):
-        if amazon_data is None:
-            pytest.skip(
-                f"{datasets}: not converted and ../shared/data is absent (python -m recbole_llmplugin.data.amazon)"
-            )
-        (workdir / "dataset").symlink_to(amazon_data)  # the profiles' data_path, from this temp working folder
+    (workdir / "dataset").symlink_to(amazon_data)  # the profiles' data_path, from this temp working folder
     check_runs(spec, str(path))
+
+
+def test_the_gpu_scale_profile_builds_its_configs(workdir, amazon_data):
+    """The GPU speed benchmark's property file (.ci/gpu-bench), for both models it times."""
+    from conftest import REPO
+
+    from recbole_llmplugin.quick_start.quick_start import build_config
+
+    (workdir / "dataset").symlink_to(amazon_data)
+    path = REPO / "properties" / "benchmark" / "gpu-scale-beauty.yaml"
+    for model in ("ALLMRec", "TALLRec"):
+        config, _ = build_config(model, "amazon-beauty-p5", [str(path)], {"llm_dtype": "float32"})
+        assert config["stage2_objective"] == "generate" and config["eval_user_sample"] == 1000
 
 
 @pytest.mark.parametrize("path", [p for p in _shipped("p") if "beauty" not in p.name], ids=lambda p: p.name)
