@@ -153,3 +153,56 @@ def test_cross_domain_without_a_user_refuses_the_match_ranking(workdir, on_defau
     props["prompt_template"] = "A user liked: {history}. Next one of: {candidates}? Answer:{user_token}"
     with pytest.raises(ConfigValueError, match="cross_domain_user: none with eval_mode match"):
         run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
+
+
+def _raw_amazon(folder, users=90, items=40, seed=0):
+    """A raw Amazon 2018 download in miniature: reviews and metadata as gzipped JSON lines."""
+    import gzip
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    reviews = [
+        {"reviewerID": f"U{u}", "asin": f"B{i:04d}", "overall": 5.0, "unixReviewTime": 1000 * u + t}
+        for u in range(users)
+        for t, i in enumerate(rng.choice(items, size=8, replace=False))
+    ]
+    meta = [{"asin": f"B{i:04d}", "title": f"Gadget number {i} &amp; case"} for i in range(items)]
+    for name, rows in (("reviews.json.gz", reviews), ("meta.json.gz", meta)):
+        with gzip.open(folder / name, "wt", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return folder / "reviews.json.gz", folder / "meta.json.gz"
+
+
+def test_a_scenario_runs_on_a_dataset_converted_from_a_raw_amazon_download(workdir, tiny_llm, tiny_encoder):
+    from recbole_llmplugin.data.amazon_raw import main as convert
+    from recbole_llmplugin.quick_start.cli import command_line_properties
+    from recbole_llmplugin.tools.benchmark import run_benchmark
+
+    reviews, meta = _raw_amazon(workdir)
+    assert convert(["--reviews", str(reviews), "--meta", str(meta), "--name", "gadgets", "--output", "data"]) == 0
+    argv = [
+        "--benchmark=properties/scenario/cold-items.yaml",
+        "--benchmark_datasets=[gadgets]",
+        "--benchmark_models=[SASRec, ALLMRec]",
+        "--data_path=data/",
+        f"--llm_path={tiny_llm}",
+        f"--text_encoder={tiny_encoder}",
+        "--item_vocabulary_offset=100",
+        "--eval_user_sample=~",
+        "--epochs=2",
+        "--hidden_size=16",
+        "--inner_size=32",
+        "--n_layers=1",
+        "--n_heads=1",
+        "--stage1_embedding_size=8",
+        "--projection_hidden_size=16",
+    ]
+    given = command_line_properties(argv)
+    assert given["benchmark_datasets"] == ["gadgets"] and given["eval_user_sample"] is None
+    rows = run_benchmark(str(REPO / "properties" / "scenario" / "cold-items.yaml"), None, given)
+    labels = {(row["label"], row.get("group", "all")) for row in rows if not row.get("failed")}
+    assert ("SASRec", "cold") in labels and ("ALLMRec (vocabulary, text joint, all positions, match)", "all") in labels
+    assert all(row["dataset"] == "gadgets" and row["users"] == 90 for row in rows if row.get("group", "all") == "all")
+    assert (workdir / "results" / "cold-items" / "summary.md").is_file()

@@ -94,8 +94,9 @@ def main(argv=None):
     if args.benchmark:
         from recbole_llmplugin.tools.benchmark import run_benchmark
 
+        overrides = command_line_properties(given)  # e.g. --benchmark_datasets=[my-set]: over the file's
         with early_log():
-            code, rows = _one_line_errors(run_benchmark, args.benchmark)
+            code, rows = _one_line_errors(run_benchmark, args.benchmark, None, overrides)
         return code if code is not None else (0 if all(r["failed"] == 0 for r in rows) else 1)
 
     from recbole_llmplugin.trainer.distributed import run_launched
@@ -152,6 +153,29 @@ def print_summary(results, reference, output):
         atomic_write(os.path.join(output, "table.md"), lambda tmp: Path(tmp).write_text(text + "\n", encoding="utf-8"))
         print()
         print("\n".join(where_lines(results, output)))
+
+
+LAUNCH_FLAGS = {"model", "m", "dataset", "d", "config_files", "benchmark", "nproc", "ip", "port", "world_size"}
+LAUNCH_FLAGS |= {"group_offset"}
+
+
+def command_line_properties(argv):
+    """The ``--key=value`` properties of a command line (values read as YAML, as in a property file), without this
+    command's own flags: a benchmark takes them over its file's keys (``benchmark_datasets`` included)."""
+    import yaml
+
+    properties = {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            continue
+        key, _, value = arg[2:].partition("=")
+        if key in LAUNCH_FLAGS:
+            continue
+        try:
+            properties[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            properties[key] = value
+    return properties
 
 
 def result_folder(dataset):

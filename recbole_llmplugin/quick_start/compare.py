@@ -34,16 +34,17 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
     each finished model's result (and its backbone's) is written there as a run file, the benchmark's format
     (``<output>/runs/<dataset>-<model>-seed<seed>.json``, per-user values included)."""
     results = []
+    own = {name: entry_properties(name, config_file_list, config_dict) for name in models}
     if len(models) > 1:  # every model's properties, before the first one trains
         for name in models:
             try:
-                check_run(name, dataset, config_file_list, config_dict)
+                check_run(name, dataset, config_file_list, own[name])
             except PluginError as error:  # the same error, saying which model of the list it is
                 error.args = (f"{name} (of {', '.join(models)}): {error}", *error.args[1:])
                 raise
     for name in models:
         try:
-            result = run_recbole_llm(name, dataset, config_file_list, config_dict)
+            result = run_recbole_llm(name, dataset, config_file_list, own[name])
             if output is not None and is_main():
                 for row in result.get("companions", []) + [result]:
                     write_run_file(output, row)
@@ -58,6 +59,21 @@ def run_models(models, dataset, config_file_list=None, config_dict=None, isolate
                 getLogger().error(traceback.format_exc())
             results.append({"model": name, "dataset": dataset, "error": f"{type(error).__name__}: {error}"})
     return results
+
+
+def entry_properties(model, config_file_list, config_dict):
+    """``config_dict`` under the properties a benchmark or scenario file gives ``model`` in its
+    ``benchmark_model_properties`` (the entry of that exact name): a plain run of the file runs each model in the
+    form the file's benchmark runs it. The run's own ``config_dict`` (and the command line) stay above them."""
+    from recbole_llmplugin.config.validation import read_yaml_file
+
+    entry = {}
+    for path in config_file_list or []:
+        given = (read_yaml_file(path).get("benchmark_model_properties") or {}).get(model) or {}
+        entry.update({k: v for k, v in given.items() if k != "model"})
+    if entry:
+        getLogger().info(f"{model}: the properties of its benchmark_model_properties entry, {entry}")
+    return {**entry, **(config_dict or {})} or config_dict
 
 
 def run_file(output, dataset, model, seed):

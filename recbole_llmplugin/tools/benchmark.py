@@ -54,10 +54,21 @@ NOTE = (
 )
 
 
-def load_spec(path):
+def load_spec(path, overrides=None):
+    """The benchmark file's keys, with ``overrides`` (the command line's ``--key=value``) over them, checked."""
     if not os.path.isfile(path):
         raise ConfigValueError(f"benchmark file '{path}' does not exist; check --benchmark")
-    spec = read_yaml_file(path, loader=yaml.SafeLoader)
+    spec = {**read_yaml_file(path, loader=yaml.SafeLoader), **(overrides or {})}
+    if "benchmark_models" in (overrides or {}) and isinstance(spec.get("benchmark_model_properties"), dict):
+        listed = set(map(str, spec["benchmark_models"] or []))  # a subset named on the command line: its entries
+        spec["benchmark_model_properties"] = {
+            k: v for k, v in spec["benchmark_model_properties"].items() if k in listed
+        }
+    if spec.get("benchmark_models") and not spec.get("benchmark_datasets"):  # a scenario file: any dataset
+        raise ConfigValueError(
+            f"benchmark file '{path}' names no dataset; give them on the command line, e.g. "
+            f"--benchmark_datasets=[my-set] (RecBole atomic files with item text under data_path)"
+        )
     missing = [k for k in ("benchmark_models", "benchmark_datasets") if not spec.get(k)]
     if missing:
         raise ConfigValueError(f"benchmark file '{path}' needs {', '.join(missing)} (lists of names)")
@@ -101,16 +112,17 @@ def load_spec(path):
     return spec
 
 
-def check_runs(spec, path):
+def check_runs(spec, path, given=None):
     """Every (dataset, model) run's properties, data and model folders, checked before the first run starts (a
-    misspelt key for the last model would otherwise stop it after hours); and the output folder writable."""
+    misspelt key for the last model would otherwise stop it after hours); and the output folder writable. ``given``:
+    the properties given over the file (command line)."""
     from recbole_llmplugin.quick_start.cross_domain import check_cross_domain
     from recbole_llmplugin.quick_start.runner import build_config, check_writable_folder
 
     check_writable_folder("benchmark_output", spec["benchmark_output"])
     for dataset in spec["benchmark_datasets"]:
         for model in spec["benchmark_models"]:
-            overrides = dict(spec["benchmark_model_properties"].get(model) or {})
+            overrides = {**(spec["benchmark_model_properties"].get(model) or {}), **(given or {})}
             try:
                 config, model_class = build_config(overrides.pop("model", model), dataset, [str(path)], overrides)
                 check_cross_domain(model_class, config, [str(path)], overrides)
@@ -172,16 +184,19 @@ def finished_run(target, properties):
     return None
 
 
-def run_benchmark(path, runner=None):
-    """Run every (dataset, seed, model) not finished yet; write and return the summary rows."""
-    spec = load_spec(path)
+def run_benchmark(path, runner=None, overrides=None):
+    """Run every (dataset, seed, model) not finished yet; write and return the summary rows. ``overrides``: properties
+    given on the command line, over the file's (RecBole's Config reads the others from it for every run as well);
+    they are part of each run's properties, so a finished run is reused only under the same ones."""
+    spec = load_spec(path, overrides)
+    given = {k: v for k, v in (overrides or {}).items() if not k.startswith("benchmark_")}  # each run's, on top
     if runner is None:
         from recbole_llmplugin.quick_start.quick_start import run_recbole_llm as runner
         from recbole_llmplugin.utils.registry import get_model_class
 
         for name in spec["benchmark_models"]:  # every name known before any model runs
             get_model_class((spec["benchmark_model_properties"].get(name) or {}).get("model", name))
-        check_runs(spec, path)
+        check_runs(spec, path, given)
     output = spec["benchmark_output"]
     jobs = [
         (d, s, m) for d in spec["benchmark_datasets"] for s in spec["benchmark_seeds"] for m in spec["benchmark_models"]
@@ -194,7 +209,7 @@ def run_benchmark(path, runner=None):
         if finished is not None:
             records.extend(record_rows({**finished, "seed": seed}))
             continue
-        overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {})}
+        overrides = {"seed": seed, **(spec["benchmark_model_properties"].get(model) or {}), **given}
         actual = overrides.pop("model", model)  # an entry may be a label, e.g. ALLMRec-GRU4Rec: {model: ALLMRec, ...}
         try:
             result = run_record(runner(actual, dataset, [str(path)], overrides), model)
