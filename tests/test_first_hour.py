@@ -76,6 +76,14 @@ def test_a_comparison_checks_every_model_before_the_first_trains(workdir, tiny_f
     assert [p for p in workdir.glob("saved/**/*") if p.suffix in (".pth", ".safetensors")] == []  # nothing trained
 
 
+def _documented_files():
+    """The file patterns of docs/checkpoints.md's "What is kept" table, as regular expressions."""
+    text = (REPO / "docs" / "checkpoints.md").read_text(encoding="utf-8").split("## What is kept", 1)[1]
+    cells = re.findall(r"^\|[^|]+\| (.+) \|$", text.split("\n\n(", 1)[0], re.M)
+    patterns = [p for cell in cells for p in re.findall(r"`([^`]+)`", cell)]
+    return [re.sub(r"<[^>]+>", "[^/]+", re.escape(p).replace(r"\<", "<").replace(r"\>", ">")) for p in patterns]
+
+
 def test_a_two_model_run_logs_each_model_to_its_own_file_and_names_its_outputs(workdir, tiny_file):
     text = yaml.safe_load(tiny_file.read_text())
     tiny_file.write_text(yaml.safe_dump({**text, "train_neg_sample_args": None}))  # SASRec: as RecBole needs for CE
@@ -102,6 +110,9 @@ def test_a_two_model_run_logs_each_model_to_its_own_file_and_names_its_outputs(w
     named = re.findall(r"(saved/\S+?\.(?:pth|safetensors))", last[1]) + re.findall(r"(log/\S+?\.log)", last[2])
     assert len(named) == 6  # SASRec, the backbone it was kept as, ALLMRec's two stages; two logs
     assert all((workdir / path).stat().st_size > 0 for path in named)
+    patterns = _documented_files()
+    for path in named:
+        assert any(re.fullmatch(p, path) for p in patterns), (path, patterns)  # docs/checkpoints.md names it
     table = result.stdout[result.stdout.index("model ") : result.stdout.index("Paired")]
     assert max(len(line) for line in table.splitlines()) <= 120
 
