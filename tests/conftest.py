@@ -203,3 +203,19 @@ def allmrec_config(tiny_config, tiny_encoder, backbone):
 def pytest_configure(config):
     config.addinivalue_line("markers", "real_models: end-to-end test with the real default LLM / encoder")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def assert_measured(result, metrics=("hit@1",)):
+    """A result's figures are exactly the per-user values it keeps: each metric is their mean and its standard
+    error their sample std / sqrt(n), over the n test users (no bound that any figure would pass)."""
+    import math
+
+    import numpy as np
+
+    values = result["test_user_values"]
+    n = len(values["users"])
+    assert n == result["costs"]["test_users"]
+    for metric in metrics:
+        column = np.asarray(values[metric], dtype=float)
+        assert result["test_result"][metric] == pytest.approx(column.mean(), abs=1e-4)
+        assert result["test_se"][metric] == pytest.approx(column.std(ddof=1) / math.sqrt(n), abs=1e-6)

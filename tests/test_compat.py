@@ -15,9 +15,14 @@ class _Pickled:
 def test_numpy_aliases_exist_without_a_config():
     assert np.float is np.float64 or np.float is float
     assert np.float_ is np.float64
-    from recbole.evaluator.metrics import MRR  # metrics use np.float after a checkpoint reload
+    from recbole.evaluator.metrics import MRR  # its metric_info builds an array of dtype np.float
 
-    assert MRR is not None
+    class _Config(dict):
+        pass
+
+    metric = MRR(_Config(topk=[2], metric_decimal_place=4))
+    ranks = np.array([[True, False], [False, True], [False, False]])  # hit at 1, at 2, none
+    assert metric.metric_info(ranks)[:, -1].tolist() == [1.0, 0.5, 0.0]
 
 
 def test_recbole_config_builds_on_numpy2(workdir):
@@ -46,7 +51,14 @@ def test_recbole_trainer_loads_pickled_checkpoints_with_recbole_types_only(tmp_p
 
 
 def test_quick_start_imports_without_ray():
-    import recbole.quick_start  # noqa: F401  (module-level `from ray import tune`)
+    import sys
+
+    import recbole.quick_start.quick_start as quick_start  # module-level `from ray import tune`
+
+    assert callable(quick_start.run_recbole)
+    if getattr(sys.modules.get("ray"), "__recbole_llmplugin_stub__", False):  # ray absent: the plugin's stand-in
+        with pytest.raises(ImportError, match="ray is not installed; RecBole's ray-based tuning is unavailable"):
+            quick_start.tune.run()
 
 
 def test_pandas_3_is_refused(monkeypatch):

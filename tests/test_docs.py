@@ -61,7 +61,9 @@ FOLDERS = ["README.md", "docs", "recbole_llmplugin", "tests", "properties", ".ci
 @pytest.mark.parametrize("folder", FOLDERS + ["requirements.txt", "requirements-nodeps.txt"])
 def test_no_text_narrates_how_it_was_built(folder):
     root = REPO / folder
-    files = [root] if root.is_file() else [p for p in root.rglob("*") if p.suffix in (".md", ".py", ".yaml", ".txt", "")]
+    files = (
+        [root] if root.is_file() else [p for p in root.rglob("*") if p.suffix in (".md", ".py", ".yaml", ".txt", "")]
+    )
     found = []
     for path in files:
         if not path.is_file() or path.name == "test_docs.py" or "__pycache__" in path.parts:

@@ -1,6 +1,6 @@
 import torch
 
-from conftest import TINY_DATASET
+from conftest import TINY_DATASET, assert_measured
 from recbole_llmplugin import load_data_and_model, run_recbole_llm
 from recbole_llmplugin.model.abstract_llm_recommender import user_blocks
 from recbole_llmplugin.trainer.trainer import LLMTrainer
@@ -10,7 +10,9 @@ def test_llm_only_runs_through_the_runner_and_reloads(workdir, tiny_config):
     result = run_recbole_llm("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "eval_candidates": "fixed"})
     metrics = result["test_result"]
     assert set(metrics) >= {"hit@1", "hit@5", "ndcg@5", "mrr@5"}
-    assert 0.0 <= metrics["hit@1"] <= metrics["hit@5"] <= 1.0
+    assert_measured(result, ("hit@1", "hit@5", "ndcg@5", "mrr@5"))
+    per_user = result["test_user_values"]
+    assert all(h1 <= h5 for h1, h5 in zip(per_user["hit@1"], per_user["hit@5"]))  # a top-1 hit is a top-5 hit
     assert result["costs"]["trainable_parameters"] == 0
 
     config, model, _, _, _, test_data = load_data_and_model(result["saved_model_file"])

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from recbole.trainer import Trainer
 
-from conftest import REPO, TINY_DATASET
+from conftest import REPO, TINY_DATASET, assert_measured
 import recbole_llmplugin.quick_start.runner as runner
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.data.scenarios import _keep_last
@@ -88,7 +88,8 @@ def test_every_model_reports_the_same_groups_of_users(workdir, tiny_config):
     for result, warm, cold in (results[0:3], results[3:6]):
         assert {name: row["users"] for name, row in result["test_groups"].items()} == expected
         assert warm["costs"]["test_users"] == expected["warm"] and cold["costs"]["test_users"] == expected["cold"]
-        assert 0 <= warm["test_result"]["hit@1"] <= 1 and warm["test_se"]["hit@1"] >= 0
+        assert_measured(warm, ("hit@1", "hit@5")) and assert_measured(cold, ("hit@1", "hit@5"))
+        assert set(warm["test_user_values"]["users"]) <= set(result["test_user_values"]["users"])
         n, overall = result["costs"]["test_users"], result["test_result"]["hit@5"]
         others = n - expected["warm"] - expected["cold"]
         lowest = (warm["test_result"]["hit@5"] * expected["warm"] + cold["test_result"]["hit@5"] * expected["cold"]) / n
@@ -248,10 +249,12 @@ def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, m
     allmrec = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
     assert allmrec["dataset"] == "tiny-synth -> tiny-target"
     assert allmrec["label"] == "ALLMRec (vocabulary, text joint, match; target user from text)"
-    assert allmrec["costs"]["test_users"] == 60 and 0 <= allmrec["test_result"]["hit@1"] <= 1
-    assert allmrec["source_result"]["test_result"]["hit@1"] >= 0
+    assert allmrec["costs"]["test_users"] == 60
+    assert_measured(allmrec, ("hit@1", "ndcg@5"))
     assert allmrec["companions"][0]["costs"]["test_users"] == 7  # the backbone is tested on the source's sample
-    assert allmrec["test_groups"]["cold"]["users"] + allmrec["test_groups"]["warm"]["users"] <= 60
+    cold, warm = (set(allmrec["test_groups"][g]["user_values"]["users"]) for g in ("cold", "warm"))
+    assert not cold & warm and cold | warm <= set(allmrec["test_user_values"]["users"])  # groups of the target users
+    assert len(cold) == allmrec["test_groups"]["cold"]["users"] and len(warm) == allmrec["test_groups"]["warm"]["users"]
     match = allmrec["other_rankings"][0]
     assert match["label"].endswith("CF match alone, no LLM; target user from text)") and match["dataset"].endswith(
         "target"
@@ -336,3 +339,80 @@ def test_item_groups_warn_when_tied_counts_are_cut_by_id(monkeypatch, caplog, co
     assert len(groups["cold"]) == len(groups["warm"]) == 7
     messages = [record.getMessage() for record in caplog.records]
     assert [m.split(" (their")[0] for m in messages] == ["eval_item_groups: " + w for w in warned]
+
+
+def _split_users(loader, uid):
+    return set(loader._dataset.inter_feat[uid].tolist())
+
+
+def test_few_shot_validation_holds_only_the_k_trained_users(workdir, tiny_config):
+    props = {**tiny_config, **SMALL_SASREC, "few_shot_users": 20}
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict=props)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    uid = dataset.uid_field
+    trained, valid, test = (_split_users(d, uid) for d in (train_data, valid_data, test_data))
+    assert len(trained) == 20 and valid == trained  # early stopping reads the K users alone
+    assert not test & trained and len(test) == len(_sequences()) - 20
+
+
+@pytest.mark.parametrize("scenario", [{"few_shot_users": 20}, {"cold_users": 12}])
+def test_an_eval_user_sample_beside_a_scenario_samples_valid_and_test_apart(workdir, tiny_config, scenario):
+    """eval_user_sample (the few-shot profiles set it) samples the test users among the tested ones and the valid
+    users among the trained ones: valid never holds a test user, whose data trains nothing."""
+    props = {**tiny_config, **SMALL_SASREC, **scenario, "eval_user_sample": 8}
+    config, _ = build_config("SASRec", TINY_DATASET, config_dict=props)
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    uid = dataset.uid_field
+    trained, valid, test = (_split_users(d, uid) for d in (train_data, valid_data, test_data))
+    held = set(dataset.scenario_held_out.tolist())
+    assert len(test) == 8 and test <= held  # the sample of the held-out (tested) users
+    assert len(valid) == 8 and valid <= trained and not valid & held  # a sample of the trained users
+
+
+def _cross_domain_props(workdir, allmrec_config):
+    return {
+        **allmrec_config,
+        **SMALL_SASREC,
+        "cf_checkpoint": "auto",
+        "checkpoint_dir": str(workdir / "saved"),
+        "target_domain": _target_dataset(workdir),
+        "source_domain": {"eval_user_sample": 7},
+        "joint_embedding": "text",
+        "allmrec_token_space": "vocabulary",
+        "item_vocabulary_offset": 100,
+        "stage2_objective": "match",
+        "eval_mode": "index",
+        "prompt_template": "A user liked: {history}. Next one of: {candidates}? Answer:{user_token}",
+    }
+
+
+def test_a_cross_domain_run_scores_the_targets_own_items_and_its_source_result_is_a_plain_runs(
+    workdir, monkeypatch, allmrec_config
+):
+    import torch
+
+    import recbole_llmplugin.quick_start.cross_domain as cross_domain
+
+    tested = []
+    original = cross_domain.evaluate_weights
+
+    def evaluate_weights(*args, **kwargs):
+        tested.append(original(*args, **kwargs))
+        return tested[-1]
+
+    monkeypatch.setattr(cross_domain, "evaluate_weights", evaluate_weights)
+    props = _cross_domain_props(workdir, allmrec_config)
+    result = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
+    model = tested[0].model
+    target_titles = (workdir / "data" / "tiny-target" / "tiny-target.item").read_text(encoding="utf-8").splitlines()
+    titles = [line.split("\t")[1] for line in target_titles[1:]]
+    for text in model.item_texts.texts[1:]:  # the target's titles (cut to the token budget) or its raw item tokens
+        assert text.startswith("item x") or any(title.startswith(text.rstrip(" .")) for title in titles), text
+    with torch.no_grad():  # the backbone reads the target's items through their text (adopt_target_items)
+        items = torch.arange(model.n_items)
+        expected = model.joint_to_item(model.text_to_joint(model.text_embeddings(items)))
+    assert torch.allclose(model.backbone.item_embeddings()[1:], expected[1:], atol=1e-5)
+
+    plain_props = {k: v for k, v in props.items() if k not in ("target_domain", "source_domain")}
+    plain = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict={**plain_props, "eval_user_sample": 7})
+    assert dict(result["source_result"]["test_result"]) == dict(plain["test_result"])
