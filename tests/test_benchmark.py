@@ -340,6 +340,22 @@ def test_every_shipped_benchmark_file_passes_its_checks(workdir, amazon_data, pa
     check_runs(spec, str(path))
 
 
+@pytest.mark.parametrize("name", ["cold-items", "cold-users", "few-shot"])
+def test_every_scenario_file_runs_its_checks_on_a_dataset_named_on_the_command_line(workdir, amazon_data, name):
+    """properties/scenario/ files name no dataset: refused alone, checked for every model on a dataset given as the
+    command line's --benchmark_datasets (here the Amazon sets, or their stand-ins)."""
+    from conftest import REPO
+
+    from recbole_llmplugin.tools.benchmark import check_runs, load_spec
+
+    path = str(REPO / "properties" / "scenario" / f"{name}.yaml")
+    with pytest.raises(ConfigValueError, match="names no dataset; give them on the command line"):
+        load_spec(path)
+    spec = load_spec(path, {"benchmark_datasets": ["amazon-games-llmrank"]})
+    (workdir / "dataset").symlink_to(amazon_data)
+    check_runs(spec, path)
+
+
 def test_the_gpu_scale_profile_builds_its_configs(workdir, amazon_data):
     """The GPU speed benchmark's property file (.ci/gpu-bench), for both models it times."""
     from conftest import REPO
