@@ -230,22 +230,7 @@ def test_cross_domain_trains_on_the_source_alone_and_tests_the_target(workdir, m
         return original(self, train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
 
     monkeypatch.setattr(Trainer, "_train_epoch", _train_epoch)
-    target = _target_dataset(workdir)
-    props = {
-        **allmrec_config,
-        **SMALL_SASREC,
-        "cf_checkpoint": "auto",
-        "checkpoint_dir": str(workdir / "saved"),
-        "target_domain": target,
-        "source_domain": {"eval_user_sample": 7},  # the source side's alone
-        "joint_embedding": "text",
-        "allmrec_token_space": "vocabulary",
-        "item_vocabulary_offset": 100,
-        "stage2_objective": "match",
-        "eval_mode": "index",
-        "prompt_template": "A user liked: {history}. Next one of: {candidates}? Answer:{user_token}",
-        "eval_item_groups": True,
-    }
+    props = {**_cross_domain_props(workdir, allmrec_config), "eval_item_groups": True}
     allmrec = run_recbole_llm("ALLMRec", TINY_DATASET, config_dict=props)
     assert allmrec["dataset"] == "tiny-synth -> tiny-target"
     assert allmrec["label"] == "ALLMRec (vocabulary, text joint, match; target user from text)"
@@ -376,7 +361,7 @@ def _cross_domain_props(workdir, allmrec_config):
         "cf_checkpoint": "auto",
         "checkpoint_dir": str(workdir / "saved"),
         "target_domain": _target_dataset(workdir),
-        "source_domain": {"eval_user_sample": 7},
+        "source_domain": {"eval_user_sample": 7},  # the source side's alone
         "joint_embedding": "text",
         "allmrec_token_space": "vocabulary",
         "item_vocabulary_offset": 100,
