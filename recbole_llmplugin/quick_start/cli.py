@@ -126,7 +126,9 @@ def main(argv=None):
         return code
     if results is None:  # not the main process of a data-parallel run: it prints nothing
         return 0
-    print_summary(results, models[0], output)
+    # one model: its rows against the first (the CF backbone it reads, when it has one); several: the first model
+    reference = models[0] if len(models) > 1 else (results[0].get("label") or models[0])
+    print_summary(results, reference, output)
     return 0 if all("error" not in r for r in results) else 1
 
 

@@ -191,14 +191,14 @@ def _compact(value, se):
 
 def where_lines(results, output):
     """The three closing lines of a run: its result files, each model's checkpoints, each model's log."""
-    checkpoints, logs = [], []
+    checkpoints, logs, named = [], [], set()
     for result in results:
         if result.get("group") or "error" in result:
             continue
-        kept = result.get("checkpoints") or {}
-        if kept:
-            paths = ", ".join(kept.values())
-            checkpoints.append(f"{result.get('label') or result['model']}: {paths}")
+        kept = tuple((result.get("checkpoints") or {}).values())
+        if kept and kept not in named:  # a second ranking of the same weights (CF match alone) names none again
+            named.add(kept)
+            checkpoints.append(f"{result.get('label') or result['model']}: {', '.join(kept)}")
         if result.get("log_file"):
             logs.append(os.path.relpath(result["log_file"]))
     return [
