@@ -94,6 +94,8 @@ def test_a_two_model_run_logs_each_model_to_its_own_file_and_names_its_outputs(w
     assert len(sasrec_logs) == 1 and len(allmrec_logs) == 1
     sasrec, allmrec = sasrec_logs[0].read_text(), allmrec_logs[0].read_text()
     assert "stage1: 1 epochs" in allmrec and "stage1: 1 epochs" not in sasrec
+    for stage in ("stage1", "stage2"):  # the plan, measured: seconds per example on the first batch, time to go
+        assert re.search(rf"{stage}: first batch [\d.]+ s per example -> about \d+ s for 1 epoch\(s\) of 60", allmrec)
     assert "reusing SASRec backbone" in allmrec and "reusing SASRec backbone" not in sasrec
     # logged while every model's properties were checked, before any log was open: kept for the first model's log
     assert "Loading SentenceTransformer model" in sasrec.split("kept as the SASRec backbone")[0]
