@@ -219,3 +219,15 @@ def test_a_scenario_runs_on_a_dataset_converted_from_a_raw_amazon_download(workd
     assert ("SASRec", "cold") in labels and ("ALLMRec (vocabulary, text joint, all positions, match)", "all") in labels
     assert all(row["dataset"] == "gadgets" and row["users"] == 90 for row in rows if row.get("group", "all") == "all")
     assert (workdir / "results" / "cold-items" / "summary.md").is_file()
+
+
+def test_a_plain_run_of_a_benchmark_file_gives_each_model_its_entry(tmp_path):
+    from recbole_llmplugin.quick_start.compare import entry_properties
+
+    path = tmp_path / "bench.yaml"
+    entries = {"ALLMRec": {"stage1_epochs": 7, "eval_mode": "match"}, "ALLMRec-x": {"model": "ALLMRec", "lora_r": 2}}
+    path.write_text(yaml.safe_dump({"benchmark_models": ["SASRec", "ALLMRec"], "benchmark_model_properties": entries}))
+    given = {"eval_mode": "index"}  # the run's own (command line, config_dict) stay above the entry
+    assert entry_properties("ALLMRec", [str(path)], given) == {"stage1_epochs": 7, "eval_mode": "index"}
+    assert entry_properties("SASRec", [str(path)], given) == given
+    assert entry_properties("SASRec", [str(path)], None) is None
