@@ -141,28 +141,32 @@ def console_table(results, metrics=None):
     dataset (a cross-domain run: ``source -> target`` first, the source's rows under their own heading). Every metric
     and cost is in ``comparison_table`` (the result file)."""
     metrics = [m.lower() for m in metrics or default_table_metrics(results)]
+    datasets = _datasets(results)
+    cross = any(" -> " in name for name in datasets)
     blocks = []
-    for dataset in _datasets(results):
-        rows = [r for r in results if str(r.get("dataset")) == dataset]
+    for dataset in datasets:
         body, failed = [], []
-        for result in rows:
-            label = (result.get("label") or result["model"]) + (f" [{result['group']}]" if result.get("group") else "")
+        for result in (r for r in results if str(r.get("dataset")) == dataset):
+            body.append(_console_row(result, metrics))
             if "error" in result:
-                body.append([label, "FAILED"] + [""] * (len(metrics) + 3))
-                failed.append(f"{label} failed: {result['error']}")
-                continue
-            se = result.get("test_se") or {}
-            cells = [_compact(result["test_result"].get(m), se.get(m)) for m in metrics]
-            costs = result.get("costs") or {}
-            stopped = stopping_cell(costs).replace("valid: best ", "best ").replace(" of ", "/")
-            body.append([label, *cells, costs.get("test_users", ""), f"{costs.get('fit_seconds', 0):.0f}", stopped])
-        cross = any(" -> " in name for name in _datasets(results))
-        heading = f"{dataset}:" if cross or len(_datasets(results)) > 1 else ""
+                failed.append(f"{body[-1][0]} failed: {result['error']}")
+        heading = f"{dataset}:" if cross or len(datasets) > 1 else ""
         if cross and " -> " not in dataset:
             heading = f"{dataset} (the source, its own test users):"
         table = tabulate(body, headers=["model", *metrics, "n", "train s", "epochs"], tablefmt="simple")
         blocks.append((heading + "\n" if heading else "") + table + "".join("\n" + line for line in failed))
     return "\n\n".join(blocks)
+
+
+def _console_row(result, metrics):
+    label = (result.get("label") or result["model"]) + (f" [{result['group']}]" if result.get("group") else "")
+    if "error" in result:
+        return [label, "FAILED"] + [""] * (len(metrics) + 3)
+    se = result.get("test_se") or {}
+    cells = [_compact(result["test_result"].get(m), se.get(m)) for m in metrics]
+    costs = result.get("costs") or {}
+    stopped = stopping_cell(costs).replace("valid: best ", "best ").replace(" of ", "/")
+    return [label, *cells, costs.get("test_users", ""), f"{costs.get('fit_seconds', 0):.0f}", stopped]
 
 
 def default_table_metrics(results):
