@@ -22,7 +22,8 @@ MODELS = ("ALLMRec", "TALLRec", "MLPLLM", "LLMOnly")  # every plugin model, in i
 
 
 def _run_cli(folder, props, *flags, launcher=()):
-    """run_recbole_llm.py in ``folder`` with ``props`` as a property file: (test metrics per model, stdout)."""
+    """run_recbole_llm.py in ``folder`` with ``props`` as a property file: (test metrics per model, from the run's
+    table.md, and stdout)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "props.yaml").write_text(yaml.safe_dump(props), encoding="utf-8")
     command = [sys.executable, *launcher, str(REPO / "run_recbole_llm.py"), f"--model={','.join(MODELS)}"]
@@ -31,12 +32,13 @@ def _run_cli(folder, props, *flags, launcher=()):
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return _metrics(done.stdout), done.stdout
+    results = next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("results: "))
+    return _metrics((folder / results / "table.md").read_text(encoding="utf-8")), done.stdout  # every metric, n
 
 
 def _metrics(table):
-    """{model: {metric: value, metric_se: its standard error, n: users}} from the comparison table the command
-    prints (its metric@k columns, "mean ± SE", and n)."""
+    """{model: {metric: value, metric_se: its standard error, n: users}} from the comparison table a run writes
+    (its metric@k columns, "mean ± SE", and n)."""
     rows, header = {}, None
     for line in table.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]

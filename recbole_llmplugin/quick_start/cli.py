@@ -80,7 +80,7 @@ def main(argv=None):
     args, _ = parser.parse_known_args(argv)
     from recbole_llmplugin.utils.errors import PluginError
     from recbole_llmplugin.config.validation import check_command_line
-    from recbole_llmplugin.quick_start.run_log import early_log
+    from recbole_llmplugin.utils.logs import early_log
 
     try:  # RecBole's Config reads the --key=value arguments itself
         check_command_line(sys.argv[1:] if argv is None else argv)

@@ -16,7 +16,8 @@ from recbole.utils import init_logger, init_seed
 from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone, prepare_retriever
 from recbole_llmplugin.quick_start.cross_domain import check_cross_domain, evaluate_on_target, source_overrides
 from recbole_llmplugin.data.data_check import check_dataset
-from recbole_llmplugin.quick_start.run_log import model_log
+from recbole_llmplugin.trainer.distributed import is_main
+from recbole_llmplugin.utils.logs import model_log
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
     build_config,
@@ -38,7 +39,7 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
         backbone's own run under ``companions``."""
     start = time.time()
     config, model_class = build_config(model, dataset, config_file_list, config_dict)
-    with model_log(config) as log_file:  # from here on, the backbone's lines in its own log
+    with model_log(config, write=is_main()) as log_file:  # from here on, the backbone's lines in its own log
         result = _run(config, model_class, model, dataset, config_file_list, config_dict, saved, start)
     result["log_file"] = log_file
     return result

@@ -30,8 +30,8 @@ from recbole.utils import (
 from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
 from recbole_llmplugin.data.scenarios import apply_user_scenario
-from recbole_llmplugin.quick_start.run_log import model_log
-from recbole_llmplugin.trainer.distributed import single_process_view
+from recbole_llmplugin.utils.logs import model_log
+from recbole_llmplugin.trainer.distributed import is_main, single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.files import atomic_write
@@ -256,7 +256,7 @@ def train_and_evaluate(config, model_class, saved=True, start=None):
     test_result) plus ``model``, ``dataset``, ``saved_model_file`` and ``costs`` (wall times, peak RSS).
     """
     start = time.time() if start is None else start
-    with model_log(config) as log_file:  # the other processes of a data-parallel run write none
+    with model_log(config, write=is_main()) as log_file:  # the other processes of a data-parallel run write none
         result = _train_and_evaluate(config, model_class, saved, start)
     result["log_file"] = log_file
     return result
