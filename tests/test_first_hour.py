@@ -231,3 +231,14 @@ def test_a_plain_run_of_a_benchmark_file_gives_each_model_its_entry(tmp_path):
     assert entry_properties("ALLMRec", [str(path)], given) == {"stage1_epochs": 7, "eval_mode": "index"}
     assert entry_properties("SASRec", [str(path)], given) == given
     assert entry_properties("SASRec", [str(path)], None) is None
+
+
+def test_the_paired_reference_is_the_first_model_or_a_one_model_runs_backbone():
+    from recbole_llmplugin.quick_start.cli import summary_reference
+
+    rows = [{"model": "SASRec (backbone)", "label": "SASRec (backbone)"}, {"model": "ALLMRec", "label": "ALLMRec (x)"}]
+    assert summary_reference(["ALLMRec"], rows) == "SASRec (backbone)"
+    assert summary_reference(["LLMOnly", "ALLMRec"], rows) == "LLMOnly"
+    assert summary_reference(["LLMOnly"], [{"model": "LLMOnly", "label": "LLMOnly (index ranking)"}]) == (
+        "LLMOnly (index ranking)"
+    )

@@ -126,10 +126,16 @@ def main(argv=None):
         return code
     if results is None:  # not the main process of a data-parallel run: it prints nothing
         return 0
-    # one model: its rows against the first (the CF backbone it reads, when it has one); several: the first model
-    reference = models[0] if len(models) > 1 else (results[0].get("label") or models[0])
-    print_summary(results, reference, output)
+    print_summary(results, summary_reference(models, results), output)
     return 0 if all("error" not in r for r in results) else 1
+
+
+def summary_reference(models, results):
+    """The paired table's reference row: the first model of a comparison; a one-model run's first row (the CF
+    backbone it reads, when it has one)."""
+    if len(models) > 1 or not results:
+        return models[0]
+    return results[0].get("label") or models[0]
 
 
 def print_summary(results, reference, output):
