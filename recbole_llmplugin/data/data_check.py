@@ -53,26 +53,14 @@ def check_dataset(config):
     for name in sorted(os.listdir(folder)):
         if name.startswith(dataset + ".") and os.path.isfile(os.path.join(folder, name)):
             texts[name] = check_encoding(os.path.join(folder, name), encoding)
-    headers = {}
+    headers, items = {}, set()  # items: the distinct item ids of the interaction files, read as they are checked
     for source, name in _atomic_files(config, expected):
         if name in texts:
-            headers[source] = check_atomic_file(os.path.join(folder, name), config, source, texts[name])
+            seen = items if source == "inter" else None
+            headers[source] = check_atomic_file(os.path.join(folder, name), config, source, texts[name], seen)
     _check_load_col(config, headers)
-    return {"items": _item_count(config, [texts[name] for name in expected if name in texts], headers)}
-
-
-def _item_count(config, inter_texts, headers):
-    """Distinct item ids in the interaction files: the dataset's item count before RecBole's filters (at most that
-    after them); None when the files have no item column."""
-    columns = list(headers.get("inter") or {})
-    field = config["ITEM_ID_FIELD"]
-    if field not in columns:
-        return None
-    index, separator = columns.index(field), config["field_separator"] or "\t"
-    items = set()
-    for text in inter_texts:
-        items.update(line.split(separator)[index] for line in text.split("\n")[1:] if line.strip())
-    return len(items)
+    # the item count before RecBole's filters (at most that after them); None without an item column
+    return {"items": len(items) if config["ITEM_ID_FIELD"] in (headers.get("inter") or {}) else None}
 
 
 def check_encoding(path, encoding):
@@ -123,9 +111,9 @@ def _loaded(config, source, columns):
     return list(columns)
 
 
-def check_atomic_file(path, config, source, text):
+def check_atomic_file(path, config, source, text, items=None):
     """One atomic file (its decoded ``text``), line by line: returns its columns {name: type}. An error names the
-    file and line."""
+    file and line. ``items``: a set that receives the file's item ids."""
     where = os.path.abspath(path)
     separator = config["field_separator"] or "\t"
     seq_separator = config["seq_separator"] or " "
@@ -144,6 +132,8 @@ def check_atomic_file(path, config, source, text):
     numeric = [entry for entry in numeric if entry[1] in _loaded(config, source, columns)]
     id_field = config[_ID_FIELD[source]] if source in _ID_FIELD else None
     id_index = list(columns).index(id_field) if id_field in columns else None
+    item_field = config["ITEM_ID_FIELD"]
+    item_index = list(columns).index(item_field) if items is not None and item_field in columns else None
     seen = {}
     rows = 0
     for number, line in enumerate(lines[1:], start=2):
@@ -164,6 +154,8 @@ def check_atomic_file(path, config, source, text):
                         f"'{where}' line {number}: {name}:{kind} is '{value}', not a number; fix the value or "
                         f"declare the column as token"
                     )
+        if item_index is not None:
+            items.add(values[item_index])
         if id_index is not None:
             first = seen.setdefault(values[id_index], number)
             if first != number:

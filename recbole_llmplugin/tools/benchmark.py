@@ -116,16 +116,15 @@ def check_runs(spec, path, given=None):
     """Every (dataset, model) run's properties, data and model folders, checked before the first run starts (a
     misspelt key for the last model would otherwise stop it after hours); and the output folder writable. ``given``:
     the properties given over the file (command line)."""
-    from recbole_llmplugin.quick_start.cross_domain import check_cross_domain
-    from recbole_llmplugin.quick_start.runner import build_config, check_writable_folder
+    from recbole_llmplugin.quick_start.quick_start import check_run
+    from recbole_llmplugin.quick_start.runner import check_writable_folder
 
     check_writable_folder("benchmark_output", spec["benchmark_output"])
     for dataset in spec["benchmark_datasets"]:
         for model in spec["benchmark_models"]:
             overrides = {**(spec["benchmark_model_properties"].get(model) or {}), **(given or {})}
             try:
-                config, model_class = build_config(overrides.pop("model", model), dataset, [str(path)], overrides)
-                check_cross_domain(model_class, config, [str(path)], overrides)
+                check_run(overrides.pop("model", model), dataset, [str(path)], overrides)
             except PluginError as error:
                 raise ConfigValueError(f"benchmark entry {model} on {dataset}: {error}") from None
 
