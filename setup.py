@@ -1,17 +1,8 @@
-import glob
 import os
 
 from setuptools import find_packages, setup
 
 here = os.path.dirname(os.path.abspath(__file__))
-
-
-def property_files():
-    """properties/**.yaml, installed under <prefix>/share/recbole_llmplugin/properties."""
-    groups = {}
-    for path in glob.glob("properties/**/*.yaml", recursive=True):
-        groups.setdefault(os.path.join("share", "recbole_llmplugin", os.path.dirname(path)), []).append(path)
-    return sorted(groups.items())
 
 
 setup(
@@ -21,7 +12,8 @@ setup(
     long_description=open(os.path.join(here, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["recbole_llmplugin", "recbole_llmplugin.*"]),
-    data_files=property_files(),
+    # the plugin's default properties, inside the package as RecBole's (found through the package itself)
+    package_data={"recbole_llmplugin": ["properties/*.yaml", "properties/*/*.yaml"]},
     python_requires=">=3.9",
     # RecBole 1.2.1 itself is installed with --no-deps by requirements.txt (its ray<=2.6.3 pin has
     # no wheels for current Pythons; see docs/compat.md); its other needs are listed here.

@@ -31,7 +31,7 @@ def test_the_option_table_lists_config_options_values_and_the_yaml_defaults():
     assert len(table) >= 6
     defaults = {}
     for name in ("overall.yaml", "model/ALLMRec.yaml"):
-        defaults.update(yaml.safe_load((REPO / "properties" / name).read_text(encoding="utf-8")))
+        defaults.update(yaml.safe_load((REPO / "recbole_llmplugin" / "properties" / name).read_text(encoding="utf-8")))
     for key, (values, default) in table.items():
         assert values == OPTIONS[key], key
         assert str(defaults[key]) == default, key

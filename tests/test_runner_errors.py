@@ -51,7 +51,7 @@ def test_plugin_model_defaults_come_from_its_yaml(workdir, tiny_config):
     config, _ = build_config(
         "LLMOnly", "tiny-synth", config_dict={k: v for k, v in tiny_config.items() if k != "epochs"}
     )
-    assert config["epochs"] == 0  # properties/model/LLMOnly.yaml
+    assert config["epochs"] == 0  # recbole_llmplugin/properties/model/LLMOnly.yaml
 
 
 def test_missing_dataset_is_one_clear_error(workdir):

@@ -2,11 +2,14 @@
 model written outside the package with the documented steps only."""
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import yaml
 
 from conftest import REPO, TINY_DATASET
 
@@ -184,3 +187,41 @@ def test_a_one_stage_model_without_set_stage_logs_what_it_trains(workdir, tiny_c
     _, train_data, _, _ = prepare_data(config)
     text = str(PlainRec(config, train_data._dataset))
     assert text.startswith("PlainRec: frozen LLM ") and "stage2 trains 20 parameters: head 20" in text
+
+
+def test_an_install_without_the_checkout_finds_the_properties_in_the_package(tmp_path):
+    """``pip install --target`` (no editable link, no data files under a prefix), then a run from another folder
+    loads a model's properties from the installed package."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("setup.py", "README.md"):
+        (source / name).write_bytes((REPO / name).read_bytes())
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(PACKAGE, source / "recbole_llmplugin", ignore=ignore)
+    target, elsewhere = tmp_path / "target", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target"]
+    subprocess.run([*pip, str(target), str(source)], check=True, capture_output=True, cwd=tmp_path)
+    script = textwrap.dedent("""
+        import recbole_llmplugin
+        from recbole.config import Config
+        from recbole_llmplugin.quick_start.runner import property_files
+        from recbole_llmplugin.utils.registry import get_model_class
+        files = property_files("ALLMRec", "ml-100k")
+        config = Config(model=get_model_class("ALLMRec"), dataset="ml-100k", config_file_list=files)
+        print(recbole_llmplugin.__file__)
+        print(*files, sep="\\n")
+        print(config["stage1_epochs"], config["prompt_template"] is not None)
+        """)
+    env = dict(os.environ, PYTHONPATH=str(target))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=elsewhere, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.strip().splitlines()
+    installed = target / "recbole_llmplugin"
+    assert lines[0] == str(installed / "__init__.py")
+    assert lines[1:4] == [str(installed / "properties" / name) for name in PROPERTY_FILES]
+    expected = yaml.safe_load((PACKAGE / "properties" / "model" / "ALLMRec.yaml").read_text(encoding="utf-8"))
+    assert lines[4] == f"{expected['stage1_epochs']} True"
+
+
+PROPERTY_FILES = ("overall.yaml", "dataset/ml-100k.yaml", "model/ALLMRec.yaml")

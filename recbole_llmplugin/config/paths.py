@@ -1,21 +1,23 @@
-"""Where the plugin's property files and user cache live."""
+"""Where the plugin's property files, the shipped run profiles and the user cache live."""
 
 import os
-import sys
 from pathlib import Path
 
-_SOURCE_PROPERTIES = Path(__file__).resolve().parents[2] / "properties"
-_INSTALLED_PROPERTIES = Path(sys.prefix) / "share" / "recbole_llmplugin" / "properties"
+# the plugin's defaults, inside the package as RecBole's recbole/properties/: overall.yaml, model/, dataset/
+_PACKAGE_PROPERTIES = Path(__file__).resolve().parents[1] / "properties"
+# the run profiles of a checkout (benchmark/, scenario/): files a user passes by path, not installed
+_CHECKOUT_PROFILES = Path(__file__).resolve().parents[2] / "properties"
 
 
 def properties_dir():
-    """The ``properties/`` folder: the checkout's (editable install) or the installed copy."""
-    for candidate in (_SOURCE_PROPERTIES, _INSTALLED_PROPERTIES):
-        if (candidate / "overall.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"recbole_llmplugin properties not found in {_SOURCE_PROPERTIES} or {_INSTALLED_PROPERTIES}"
-    )
+    """The package's ``properties/`` folder (``overall.yaml``, ``model/``, ``dataset/``)."""
+    return _PACKAGE_PROPERTIES
+
+
+def profiles_dir():
+    """The checkout's ``properties/`` folder of run profiles (``benchmark/``, ``scenario/``); None when the package
+    runs from an install without its checkout."""
+    return _CHECKOUT_PROFILES if (_CHECKOUT_PROFILES / "benchmark").is_dir() else None
 
 
 def cache_dir():

@@ -41,12 +41,15 @@ RecBole model through RecBole's loop, and prints a table with standard errors.
 
 def usage():
     """The usage text, with the paths of the shipped profiles as seen from the working folder."""
-    from recbole_llmplugin.config.paths import properties_dir
+    from recbole_llmplugin.config.paths import profiles_dir
 
-    folder = properties_dir() / "benchmark"
+    root = profiles_dir()
     shown = {}
     for key, name in (("quick", "quick-ml100k.yaml"), ("benchmark", "quick-benchmark-ml100k.yaml")):
-        path = str(folder / name)
+        if root is None:  # installed without its checkout: the profiles are the repository's
+            shown[key] = f"properties/benchmark/{name} (a file of the repository's checkout)"
+            continue
+        path = str(root / "benchmark" / name)
         relative = os.path.relpath(path)
         shown[key] = relative if not relative.startswith("..") else path
     return USAGE.format(**shown)
