@@ -1,27 +1,10 @@
-"""The values of the plugin's option properties, and the rule of which objective trains what an eval mode ranks by.
-
-One table: the models, the property checks (``config.validation``) and ``docs/allmrec.md`` (checked by a test) read
-their option values from here.
-"""
+"""The rule of which objective trains what an eval mode ranks by (the option values are the table's:
+``config.properties.choices``)."""
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 
-OPTIONS = {
-    "stage2_objective": ("generate", "rank", "both", "index", "match"),  # what stage 2 trains
-    "eval_mode": ("score", "index", "generate", "match"),  # how predict() ranks a user's candidates
-    "allmrec_token_space": ("projected", "vocabulary"),  # where the CF tokens live in the LLM's input
-    "allmrec_architecture": ("official", "paper"),  # shapes of the stage-1 autoencoders and F_U / F_I
-    "joint_embedding": ("cf", "text"),  # which stage-1 encoder gives the item tokens
-    "cross_domain_user": ("text", "none"),  # a target user's CF representation: from its history's text, or none
-    "text_encoder_trainable": ("none", "last_layer", "all"),  # what of the sentence encoder trains in stage 1
-    "eval_candidates": ("recbole", "fixed"),  # RecBole's own draws, or one fixed file for every model
-    "llm_dtype": ("auto", "float32", "bfloat16", "float16"),
-    "llm_quantization": ("none", "8bit", "4bit"),
-    "llm_eval_quantization": ("none", "int8"),
-    "llm_score_method": ("packed", "cache"),
-    "llm_device_map": ("none", "auto", "balanced", "balanced_low_0", "sequential"),  # accelerate's device maps
-    "unisrec_mode": ("inductive", "transductive"),  # UniSRec's items: their text alone, or text + an ID embedding
-}
+# option values only the models fed with CF tokens (A-LLMRec, MLP-LLM) take: generation and ranking by the CF match
+CF_TOKEN_ONLY = {"eval_mode": ("generate", "match"), "stage2_objective": ("match",)}
 
 # objectives that train what eval_mode index ranks by (the candidate labels; match: the mixture the labels follow)
 INDEX_OBJECTIVES = ("index", "match")

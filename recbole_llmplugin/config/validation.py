@@ -1,8 +1,8 @@
 """Property validation before any work: the user's YAML files, every plugin key's type and range, and
 misspelt keys. Each problem is one ``ConfigValueError`` line naming the key, the value and the fix.
 
-``RULES`` is the table of plugin keys (defaults in ``properties/``); RecBole's own keys are RecBole's to check,
-except the few whose bad values RecBole accepts silently (``RECBOLE_RULES``).
+The types, ranges and choices are the table's (``config.properties``); RecBole's own keys are RecBole's to check,
+except the few whose bad values RecBole accepts silently (the table's RecBole keys with a checked rule).
 """
 
 import ast
@@ -11,7 +11,6 @@ import functools
 import glob
 import os
 import string
-from dataclasses import dataclass
 from logging import getLogger
 
 import recbole
@@ -19,157 +18,11 @@ import yaml
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.config.identity import RUN_LOCAL_KEYS
-from recbole_llmplugin.config.options import OPTIONS
-from recbole_llmplugin.config.paths import properties_dir
+from recbole_llmplugin.config.properties import PROPERTIES, model_keys, model_only_keys, rules
 
-
-@dataclass(frozen=True)
-class Rule:
-    kind: str  # int, float, bool, str, enum, list, dict
-    minimum: float = None
-    maximum: float = None  # exclusive for floats (e.g. dropout < 1)
-    options: tuple = ()
-    none: bool = False  # ~ allowed
-    strict: bool = False  # float minimum excluded (learning rates > 0)
-
-    def problem(self, value):
-        """What is wrong with ``value`` (a phrase), or None."""
-        if value is None:
-            return None if self.none else "must be set"
-        if self.kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"must be an integer{self._range()}"
-            return None if self.minimum is None or value >= self.minimum else f"must be an integer{self._range()}"
-        if self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"must be a number{self._range()}"
-            low = self.minimum is None or (value > self.minimum if self.strict else value >= self.minimum)
-            high = self.maximum is None or value < self.maximum
-            return None if low and high else f"must be a number{self._range()}"
-        if self.kind == "bool":
-            return None if isinstance(value, bool) else "must be True or False"
-        if self.kind == "str":
-            return None if isinstance(value, str) else "must be a string"
-        if self.kind == "enum":
-            return None if value in self.options else f"is not one of {', '.join(map(str, self.options))}"
-        if self.kind == "list":
-            return None if isinstance(value, (list, tuple)) else "must be a list"
-        if self.kind == "dict":
-            return None if isinstance(value, dict) else "must be a block of properties (a dict)"
-        return None
-
-    def _range(self):
-        parts = []
-        if self.minimum is not None:
-            parts.append(f"> {self.minimum:g}" if self.strict else f">= {self.minimum:g}")
-        if self.maximum is not None:
-            parts.append(f"< {self.maximum:g}")
-        return (" " + " and ".join(parts) if parts else "") + (", or ~" if self.none else "")
-
-
-def _int(minimum=None, none=False):
-    return Rule("int", minimum=minimum, none=none)
-
-
-def _float(minimum=None, maximum=None, strict=False):
-    return Rule("float", minimum=minimum, maximum=maximum, strict=strict)
-
-
-def _enum(*options):
-    return Rule("enum", options=options)
-
-
-BOOL, STR, OPT_STR = Rule("bool"), Rule("str"), Rule("str", none=True)
-POSITIVE, POSITIVE_OR_NONE = _int(1), _int(1, none=True)
-RATE, WEIGHT = _float(0.0, strict=True), _float(0.0)  # learning rates > 0; loss weights >= 0
-
-RULES = {
-    # overall.yaml
-    "eval_candidates_seed": _int(0),
-    "eval_candidates_file": OPT_STR,
-    "eval_user_sample": POSITIVE_OR_NONE,
-    "eval_item_groups": BOOL,
-    "warm_item_ratio": _float(0.0, 1.0),
-    "cold_item_ratio": _float(0.0, 1.0),
-    "cold_users": POSITIVE_OR_NONE,
-    "cold_user_len": _int(3),
-    "few_shot_users": POSITIVE_OR_NONE,
-    "scenario_seed": _int(0),
-    "source_domain": Rule("dict", none=True),
-    "target_domain": Rule("dict", none=True),
-    "item_text_template": OPT_STR,
-    "item_text_placeholder": STR,
-    "item_text_max_tokens": POSITIVE_OR_NONE,
-    "item_text_unescape_html": BOOL,
-    "llm_path": STR,
-    "llm_eval_user_batch": POSITIVE,
-    "llm_score_row_chunk": POSITIVE,
-    "llm_gradient_checkpointing": BOOL,
-    "llm_micro_batch_size": POSITIVE_OR_NONE,
-    "text_encoder": STR,
-    "prompt_bos": BOOL,
-    "prompt_history_len": POSITIVE,
-    "prompt_template": STR,
-    "prompt_history_item": STR,
-    "prompt_candidate_item": STR,
-    "prompt_item_separator": STR,
-    "prompt_answer": STR,
-    "prompt_index_item": STR,
-    "prompt_index_labels": STR,
-    "prompt_answer_eos": BOOL,
-    "adam_betas": Rule("list", none=True),
-    "table_metrics": Rule("list", none=True),
-    "trust_checkpoint": BOOL,
-    "lock_timeout": Rule("float", minimum=0.0, strict=True, none=True),
-    # model files (ALLMRec, MLPLLM, TALLRec)
-    "item_vocabulary_offset": _int(0),
-    "stage2_match_weight": WEIGHT,
-    "allmrec_query_temperature": RATE,
-    "cf_model": STR,
-    "cf_checkpoint": STR,
-    "stage1_embedding_size": POSITIVE,
-    "stage1_hidden_size": POSITIVE,
-    "stage1_alpha": WEIGHT,
-    "stage1_beta": WEIGHT,
-    "stage1_epochs": POSITIVE,
-    "stage1_learning_rate": RATE,
-    "stage1_batch_size": POSITIVE,
-    "stage1_all_positions": BOOL,
-    "projection_hidden_size": POSITIVE_OR_NONE,
-    "stage2_candidates": _int(2),
-    "stage2_epochs": POSITIVE,
-    "stage2_learning_rate": RATE,
-    "stage2_batch_size": POSITIVE,
-    "stage2_validate": BOOL,
-    "stage2_user_sample": POSITIVE_OR_NONE,
-    "rerank_topk": POSITIVE,
-    "rerank_retriever": STR,
-    "rerank_checkpoint": STR,
-    "eval_match_row": BOOL,
-    "lora_r": POSITIVE,
-    "lora_alpha": RATE,
-    "lora_dropout": _float(0.0, 1.0),
-    "lora_target_modules": Rule("list", none=True),
-    "unisrec_pretrained": OPT_STR,
-    "unisrec_n_experts": POSITIVE,
-    "unisrec_adaptor_dropout": _float(0.0, 1.0),
-    "unisrec_temperature": RATE,
-    # the option values: config.options
-    **{key: _enum(*values) for key, values in OPTIONS.items()},
-}
-
-# RecBole keys whose bad values RecBole runs with (or fails on late, with a traceback)
-RECBOLE_RULES = {
-    "train_batch_size": POSITIVE,
-    "eval_batch_size": POSITIVE,
-    "learning_rate": RATE,
-    "epochs": _int(0),
-    "stopping_step": _int(0),
-    "eval_step": _int(0),
-    "MAX_ITEM_LIST_LENGTH": POSITIVE,
-    "seed": _int(0),
-    "weight_decay": _float(0.0),
-}
+# the checked rules of the table (config.properties): the plugin's keys, and RecBole's whose bad values RecBole
+# runs with (or fails on late, with a traceback)
+RULES = rules()
 
 
 def read_yaml_file(path, loader=yaml.FullLoader):
@@ -260,14 +113,14 @@ def yaml_keys(paths):
 def recbole_keys():
     """Every key a property file of RecBole defines (read once per process)."""
     recbole_root = os.path.join(os.path.dirname(recbole.__file__), "properties")
-    return yaml_keys(glob.glob(os.path.join(recbole_root, "**", "*.yaml"), recursive=True)) | set(RECBOLE_RULES)
+    declared = {name for name, prop in PROPERTIES.items() if prop.recbole}
+    return yaml_keys(glob.glob(os.path.join(recbole_root, "**", "*.yaml"), recursive=True)) | declared
 
 
 @functools.lru_cache(maxsize=None)
 def known_keys():
-    """Every key a property file of RecBole or of the plugin defines (plus the plugin's table); read once."""
-    files = glob.glob(os.path.join(str(properties_dir()), "**", "*.yaml"), recursive=True)
-    return recbole_keys() | yaml_keys(files) | set(RULES) | _RUNTIME_KEYS
+    """Every key RecBole's property files or the plugin's table define; read once."""
+    return recbole_keys() | set(PROPERTIES) | _RUNTIME_KEYS
 
 
 # keys read from the command line or set by RecBole / the plugin at run time, found in no property file
@@ -328,30 +181,24 @@ def nearest_key(key, known):
 
 
 def check_values(config, keys=None):
-    """Type and range of every plugin key (and of RECBOLE_RULES) in the resolved config."""
-    for table in (RULES, RECBOLE_RULES):
-        for key, rule in table.items():
-            if keys is not None and key not in keys:
-                continue
-            if key not in config.final_config_dict:
-                continue
-            value = config[key]
-            problem = rule.problem(value)
-            if problem:
-                raise ConfigValueError(f"{key}: {value!r} {problem}")
-
-
-def model_keys(model_name):
-    """Plugin keys of one model: overall.yaml + its own model file."""
-    root = properties_dir()
-    return yaml_keys([os.path.join(root, "overall.yaml"), os.path.join(root, "model", f"{model_name}.yaml")])
+    """Type and range of every checked key of the table (the plugin's, and RecBole's that RecBole accepts bad
+    values of) in the resolved config."""
+    for key, rule in RULES.items():
+        if keys is not None and key not in keys:
+            continue
+        if key not in config.final_config_dict:
+            continue
+        value = config[key]
+        problem = rule.problem(value)
+        if problem:
+            raise ConfigValueError(f"{key}: {value!r} {problem}")
 
 
 def unused_user_keys(config, model_name, plugin_model):
     """Keys the user set that belong to another plugin model's file and not to this one: ignored by this run."""
     if not plugin_model:
         return []
-    others = yaml_keys(glob.glob(os.path.join(str(properties_dir()), "model", "*.yaml"))) - recbole_keys()
+    others = model_only_keys() - recbole_keys()
     return sorted((user_keys(config) & others) - model_keys(model_name))
 
 

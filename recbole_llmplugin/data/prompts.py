@@ -18,7 +18,7 @@ from recbole_llmplugin.utils.errors import ConfigValueError
 def check_prompt_templates(config):
     """The placeholders each prompt key needs for this run's ranking (``eval_mode: index`` lists candidates with
     ``prompt_index_item``): one line naming the key otherwise. Needs only the config: runs before anything trains."""
-    answer = config["prompt_answer"] or ""
+    answer = config["prompt_answer"]
     if answer.count("{item_token}") > 1:
         raise ConfigValueError(f"prompt_answer: '{answer}' may hold {{item_token}} once")
     index = config["eval_mode"] == "index"
@@ -30,7 +30,7 @@ def check_prompt_templates(config):
         ("prompt_answer", ("{title}",)),
     ):
         value = config[key]
-        missing = [n for n in needed if n not in (value or "")]
+        missing = [n for n in needed if n not in value]
         if missing:
             raise ConfigValueError(f"{key}: '{value}' must contain {', '.join(missing)}")
 
@@ -41,7 +41,7 @@ class PromptBuilder:
         self.history_item = config["prompt_history_item"]
         self.candidate_item = config["prompt_candidate_item"]
         self.separator = config["prompt_item_separator"]
-        self.answer = config["prompt_answer"] or ""
+        self.answer = config["prompt_answer"]
         # the candidate's soft item token inside its scored answer: it conditions the tokens after it
         self.answer_item_token = "{item_token}" in self.answer
         check_prompt_templates(config)
@@ -49,7 +49,7 @@ class PromptBuilder:
         self.labels = None
         if config["eval_mode"] == "index":
             self.candidate_item = config["prompt_index_item"]
-            self.labels = list(config["prompt_index_labels"] or "")
+            self.labels = list(config["prompt_index_labels"])
 
     def _items(self, pattern, item_ids, item_token, labels=None):
         labels = labels or [""] * len(item_ids)

@@ -15,7 +15,8 @@ from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llmplugin.config.options import OPTIONS, check_ranking
+from recbole_llmplugin.config.options import CF_TOKEN_ONLY, check_ranking
+from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
 from recbole_llmplugin.trainer.distributed import is_distributed, single_process_view
@@ -58,9 +59,10 @@ class LLMRecommender(SequentialRecommender):
     input_type = InputType.POINTWISE
     trainer_class = LLMTrainer
     special_tokens = ()
-    eval_modes = ("score", "index")  # how predict() ranks: answer likelihood, or candidate-label logits
-    # the stage2_objective values it trains with: all but match, which needs CF tokens
-    objectives = tuple(o for o in OPTIONS["stage2_objective"] if o != "match")
+    # how predict() ranks (answer likelihood, or candidate-label logits), and the stage2_objective values it trains
+    # with: all but those that need CF tokens
+    eval_modes = tuple(m for m in choices("eval_mode") if m not in CF_TOKEN_ONLY["eval_mode"])
+    objectives = tuple(o for o in choices("stage2_objective") if o not in CF_TOKEN_ONLY["stage2_objective"])
     trains_stage2 = True  # False for models that train nothing (their stage-2 keys are not read)
     trains_llm_layers = False  # True when layers inside the LLM train (LoRA): it then leaves eval mode in train()
     answer_item_token = None  # placeholder string of the CF item token models put in answers (answer_soft)
@@ -76,7 +78,7 @@ class LLMRecommender(SequentialRecommender):
         self.eval_negatives = eval_negatives(config)
         self.rerank_topk = config["rerank_topk"]
         self.retrieval_hits = []  # full ranking: [users] per evaluated batch, whether the target was retrieved
-        self.objective = (config["stage2_objective"] or "generate") if self.trains_stage2 else None
+        self.objective = config["stage2_objective"] if self.trains_stage2 else None
         self.n_candidates = config["stage2_candidates"] if self.trains_stage2 else None
         self.check_config(config, dataset.item_num - 1)
         self._load_llm(config)
@@ -88,13 +90,13 @@ class LLMRecommender(SequentialRecommender):
         self.register_buffer("answer_ids", answer_ids, persistent=False)  # [n_items, La]
         self.register_buffer("answer_lengths", answer_lengths, persistent=False)  # [n_items]
         self.scorer = CandidateScorer(
-            self.llm, row_chunk=config["llm_score_row_chunk"], method=config["llm_score_method"] or "packed"
+            self.llm, row_chunk=config["llm_score_row_chunk"], method=config["llm_score_method"]
         )
-        self.eval_quantization = config["llm_eval_quantization"] or "none"
+        self.eval_quantization = config["llm_eval_quantization"]
         self._eval_llm = None  # the int8 copy of the frozen LLM, made on the first evaluation that needs it
         if self.eval_mode == "index":
             full = self.full_sort and self.eval_negatives is None  # full-sort evaluation lists the top rerank_topk
-            reranked = (config["rerank_topk"] or 0) if full else 0
+            reranked = config["rerank_topk"] if full else 0
             shown = max(self.n_candidates or 0, (self.eval_negatives or 0) + 1, reranked)
             self.register_buffer(
                 "label_ids", self.prompt_builder.label_token_ids(self.tokenizer, shown), persistent=False
@@ -127,13 +129,13 @@ class LLMRecommender(SequentialRecommender):
                 f"eval_mode: '{eval_mode}' is not one of {', '.join(cls.eval_modes)} for {cls.__name__}"
             )
         check_prompt_templates(config)
-        labels = config["prompt_index_labels"] or ""
+        labels = config["prompt_index_labels"]
         shown = (eval_negatives(config) or 0) + 1
         if eval_mode == "index" and shown > len(labels):
             raise ConfigValueError(
                 f"prompt_index_labels: {len(labels)} labels for {shown} candidates; give at least {shown}"
             )
-        objective = (config["stage2_objective"] or "generate") if cls.trains_stage2 else None
+        objective = config["stage2_objective"] if cls.trains_stage2 else None
         cls._check_answer_item_token(config, objective)
         if not cls.trains_stage2:
             return
@@ -155,7 +157,7 @@ class LLMRecommender(SequentialRecommender):
     def _load_llm(self, config):
         """The frozen LLM and its tokenizer (with the model's ``special_tokens``), spread over devices by
         ``llm_device_map``, with gradient checkpointing when set."""
-        device_map = config["llm_device_map"] or "none"
+        device_map = config["llm_device_map"]
         if device_map != "none" and is_distributed():
             raise ConfigValueError(
                 f"llm_device_map: {device_map} spreads one LLM over the GPUs of one process; with nproc > 1 each "
@@ -184,7 +186,7 @@ class LLMRecommender(SequentialRecommender):
     @classmethod
     def _check_answer_item_token(cls, config, objective):
         """``prompt_answer`` with {item_token} needs CF item tokens, the score eval mode and the rank objective."""
-        if "{item_token}" not in (config["prompt_answer"] or ""):
+        if "{item_token}" not in config["prompt_answer"]:
             return
         if not cls.answer_item_token:
             raise ConfigValueError(

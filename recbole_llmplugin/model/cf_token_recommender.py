@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.data.prompts import item_vocabulary_tokens
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender, prompt_order, user_blocks
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
@@ -49,14 +49,14 @@ class CFTokenRecommender(LLMRecommender):
     needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (quick_start.backbones)
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage2_modules = ("user_projection", "item_projection")
-    eval_modes = OPTIONS["eval_mode"]  # match: the trained CF match alone, no LLM pass
+    eval_modes = choices("eval_mode")  # match: the trained CF match alone, no LLM pass
     answer_item_token = CANDIDATE_TOKEN
-    objectives = OPTIONS["stage2_objective"]  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
+    objectives = choices("stage2_objective")  # match: the CF match alone, no LLM pass (allmrec_token_space vocabulary)
 
     @classmethod
     def check_config(cls, config, n_items=None):
         super().check_config(config, n_items)
-        vocabulary = (config["allmrec_token_space"] or "projected") == "vocabulary"
+        vocabulary = config["allmrec_token_space"] == "vocabulary"
         if vocabulary and not config["prompt_template"].rstrip().endswith("{user_token}"):
             raise ConfigValueError(
                 "allmrec_token_space: vocabulary reads the user token where the answer starts: end prompt_template "
@@ -66,9 +66,9 @@ class CFTokenRecommender(LLMRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.architecture = config["allmrec_architecture"]
-        self.match_weight = float(config["stage2_match_weight"] or 0.0)
-        self.query_temperature = float(config["allmrec_query_temperature"] or 1.0)
-        self.token_space = config["allmrec_token_space"] or "projected"
+        self.match_weight = self.match_weight_of(config)
+        self.query_temperature = float(config["allmrec_query_temperature"])
+        self.token_space = config["allmrec_token_space"]
         self.match_row = bool(config["eval_match_row"])
         # cross-domain: the backbone was trained on cross_domain_source; without a user token the prompt has none
         self.trained_on = config["cross_domain_source"]
@@ -122,7 +122,7 @@ class CFTokenRecommender(LLMRecommender):
         parts = ["vocabulary"] if config["allmrec_token_space"] == "vocabulary" else []
         parts += cls.item_path_parts(config)
         parts += super().form_parts(config)
-        weight = float(config["stage2_match_weight"] or 0.0)
+        weight = cls.match_weight_of(config)
         parts += [f"+ match loss x{weight:g}"] if weight else []
         parts += [f"{config['cf_model']} backbone"] if config["cf_model"] != "SASRec" else []
         return parts
@@ -135,11 +135,15 @@ class CFTokenRecommender(LLMRecommender):
     @classmethod
     def ranking_options(cls, config):
         """The token space and whether stage 2 trains the CF match, for ``config.options.check_ranking``."""
-        match_weight = float(config["stage2_match_weight"] or 0.0)
         return {
-            "token_space": config["allmrec_token_space"] or "projected",
-            "match_trained": config["stage2_objective"] == "match" or match_weight > 0,
+            "token_space": config["allmrec_token_space"],
+            "match_trained": config["stage2_objective"] == "match" or cls.match_weight_of(config) > 0,
         }
+
+    @staticmethod
+    def match_weight_of(config):
+        """``stage2_match_weight`` as a number (a YAML integer, e.g. 1, included): the one place it is read."""
+        return float(config["stage2_match_weight"])
 
     def match_trained(self):
         """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""

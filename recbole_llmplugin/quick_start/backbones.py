@@ -21,9 +21,9 @@ from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
 from recbole_llmplugin.utils.registry import is_plugin_model
-from recbole_llmplugin.config.paths import properties_dir
 from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, retriever_name, train_and_evaluate
-from recbole_llmplugin.config.validation import yaml_keys, recbole_keys
+from recbole_llmplugin.config.properties import plugin_keys
+from recbole_llmplugin.config.validation import recbole_keys
 from recbole_llmplugin.data.scenarios import SCENARIO_KEYS
 
 
@@ -159,9 +159,8 @@ EVALUATION_KEYS = frozenset(
 
 def backbone_identity(backbone_config):
     """The backbone run's identity (``identity.config_identity``: its whole resolved config minus run-local
-    keys) without the keys only plugin models read (stages, prompts, LLM...: keys of the plugin's property files
-    that no RecBole property file defines, ``EVALUATION_KEYS`` excepted), plus the content of its dataset files.
+    keys) without the keys only plugin models read (stages, prompts, LLM...: the keys of the plugin's table that
+    no RecBole property file defines, ``EVALUATION_KEYS`` excepted), plus the content of its dataset files.
     A RecBole key that a plugin file sets too (``epochs``, ``eval_batch_size``...) stays in it."""
-    files = [properties_dir() / "overall.yaml", *sorted((properties_dir() / "model").glob("*.yaml"))]
-    plugin_only = yaml_keys(files) - recbole_keys() - EVALUATION_KEYS
+    plugin_only = plugin_keys() - recbole_keys() - EVALUATION_KEYS
     return [config_identity(backbone_config, exclude=plugin_only), dataset_identity(backbone_config)]

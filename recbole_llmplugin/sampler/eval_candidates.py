@@ -23,6 +23,7 @@ from recbole.utils import set_color
 
 from recbole_llmplugin.trainer.distributed import main_first
 from recbole_llmplugin.utils.errors import ConfigValueError
+from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.utils.files import atomic_write, set_aside, short_reason
 
 PHASES = ("valid", "test")
@@ -251,12 +252,12 @@ def apply_eval_candidates(config, dataset, valid_data, test_data, source):
             raise ConfigValueError(
                 f"eval_args mode uni{args['sample_num']} ranks each user's target alone; give N >= 1 (e.g. uni19)"
             )
-    mode = config["eval_candidates"] or "recbole"
+    mode = config["eval_candidates"]
     if mode == "recbole":
         check_enough_negatives(dataset, valid_data, test_data)
         return
     if mode != "fixed":
-        raise ConfigValueError(f"eval_candidates: '{mode}' is not one of recbole, fixed")
+        raise ConfigValueError(f"eval_candidates: '{mode}' is not one of {', '.join(choices('eval_candidates'))}")
     loaders = {"valid": valid_data, "test": test_data}
     sampled = {
         p: l

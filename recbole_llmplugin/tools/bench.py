@@ -40,7 +40,7 @@ from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.utils.resources import peak_rss_mb
 from recbole_llmplugin.trainer.trainer import Stage
 from recbole_llmplugin.utils.errors import one_line_errors
-from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.config.properties import choices
 
 
 def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
@@ -117,7 +117,7 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
         row[f"s / example ({objective})"] = (time.time() - start) / examples
         row["prompt tokens / example"] = model.token_stats()["prompt_tokens_per_example"]
     model.eval()
-    for quantization in OPTIONS["llm_eval_quantization"]:
+    for quantization in choices("llm_eval_quantization"):
         model.eval_quantization = quantization
         start = time.time()
         ranks = rank_loader(model, test_data)
@@ -265,7 +265,7 @@ def main(argv=None):
         )
         return
     rows = []
-    for mode in OPTIONS["text_encoder_trainable"]:
+    for mode in choices("text_encoder_trainable"):
         setup, seconds, examples = stage1_epoch_seconds(args.dataset, files, mode)
         rows.append([mode, f"{setup:.1f}", f"{seconds:.1f}", examples])
     print(

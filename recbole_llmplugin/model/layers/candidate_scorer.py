@@ -11,7 +11,7 @@ import copy
 import inspect
 
 import torch
-from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.config.properties import choices
 
 
 def select_cache_rows(cache, index):
@@ -38,7 +38,7 @@ def output_cache(output):
     return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
 
 
-METHODS = OPTIONS["llm_score_method"]
+METHODS = choices("llm_score_method")
 
 
 def attention_implementation(llm):

