@@ -25,7 +25,7 @@ def build(allmrec_config, **overrides):
 
 
 def _batch(model, train_data, stage, n=8):
-    from recbole_llmplugin.trainer.trainer import Stage
+    from recbole_llmplugin.model.stage import Stage
 
     loader = model.stage_train_loader(Stage(stage, 1, 1e-3, n, "unused"), train_data)
     return next(iter(loader))
@@ -91,7 +91,7 @@ def test_stage2_loss_decreases_and_only_projections_change(workdir, allmrec_conf
 
 @pytest.mark.parametrize("all_positions", [False, True])
 def test_stage_examples_are_each_users_last_position(workdir, allmrec_config, all_positions):
-    from recbole_llmplugin.trainer.trainer import Stage
+    from recbole_llmplugin.model.stage import Stage
 
     model, train_data, _ = build(allmrec_config, MAX_ITEM_LIST_LENGTH=5, stage1_all_positions=all_positions)
     loader = model.stage_train_loader(Stage("stage1", 1, 1e-3, 8, "unused"), train_data)
@@ -528,8 +528,10 @@ def test_answer_item_token_errors(workdir, allmrec_config, model_name, overrides
 
 
 def _stage_files(allmrec_config, **overrides):
+    from recbole_llmplugin.trainer.trainer import stage_checkpoints
+
     model, _, _ = build(allmrec_config, **overrides)
-    return [os.path.basename(stage.checkpoint) for stage in model.training_stages()]
+    return [os.path.basename(path) for path in stage_checkpoints(model.config, model).values()]
 
 
 def test_one_identity_rule_for_stage_checkpoints(workdir, allmrec_config, tiny_llm, tmp_path):
@@ -654,7 +656,8 @@ def test_match_loss_is_cross_entropy_of_the_cf_match_over_the_training_candidate
     prompt's candidates against the target); the LLM part is unchanged, the match part trains F_U / F_I only,
     and RecBole's trainer sums and logs both parts. allmrec_query_temperature divides the match in the query's
     mixture only."""
-    from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer
+    from recbole_llmplugin.model.stage import Stage
+    from recbole_llmplugin.trainer.trainer import StagedTrainer
 
     plain, train_data, _ = build(allmrec_config, **VOCABULARY, allmrec_query_temperature=0.25)
     model, _, _ = build(allmrec_config, **VOCABULARY, stage2_match_weight=0.5, allmrec_query_temperature=0.25)

@@ -10,7 +10,7 @@ from recbole.utils import init_seed
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 from recbole_llmplugin.utils.registry import get_model_class
-from recbole_llmplugin.trainer.trainer import Stage
+from recbole_llmplugin.model.stage import Stage
 
 
 def build(name, config_dict):

@@ -234,7 +234,7 @@ def test_scale_out_option_errors(workdir, parallel_props, props, message):
 
 
 def test_torchrun_environment_becomes_recbole_launch_keys():
-    from recbole_llmplugin.trainer.distributed import torchrun_keys
+    from recbole_llmplugin.utils.distributed import torchrun_keys
 
     env = {
         "TORCHELASTIC_RUN_ID": "x",
@@ -287,7 +287,7 @@ def test_quantized_llm_scores_on_cuda(workdir, parallel_props, quantization):
 
 def test_main_process_writes_and_the_others_wait(tmp_path, monkeypatch):
     """``main_first`` / the trainer's write guard: a process that is not the main one writes nothing."""
-    from recbole_llmplugin.trainer import distributed
+    from recbole_llmplugin.utils import distributed
     from recbole_llmplugin.trainer import trainer
 
     monkeypatch.setattr(distributed, "is_main", lambda: False)

@@ -9,7 +9,7 @@ from recbole.utils import init_seed
 from conftest import TINY_DATASET
 from recbole_llmplugin.model.abstract_llm_recommender import DRAWN
 from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
-from recbole_llmplugin.trainer.trainer import Stage
+from recbole_llmplugin.model.stage import Stage
 
 VOCABULARY = {
     "allmrec_token_space": "vocabulary",

@@ -347,7 +347,7 @@ def test_bad_input_is_one_line(case, workdir, tiny_config, tiny_llm, tiny_encode
 
 def test_hostile_pickle_never_runs(tmp_path):
     """The restricted loader refuses any global that is not a RecBole checkpoint type (here a function)."""
-    from recbole_llmplugin.trainer.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.utils.checkpoints import load_recbole_checkpoint
     from recbole_llmplugin.utils.errors import ConfigValueError
 
     path = tmp_path / "hostile.pth"
@@ -355,7 +355,7 @@ def test_hostile_pickle_never_runs(tmp_path):
     with pytest.raises(ConfigValueError, match="shutil.rmtree"):
         load_recbole_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):
-        from recbole_llmplugin.trainer.checkpoints import restricted_pickle
+        from recbole_llmplugin.utils.checkpoints import restricted_pickle
 
         with open(tmp_path / "plain.pkl", "wb") as handle:
             pickle.dump(Hostile(), handle)
@@ -375,7 +375,7 @@ def test_an_unwritable_model_cache_is_one_line(monkeypatch):
 
 def test_a_file_that_is_no_pickle_is_unreadable_not_refused(tmp_path):
     """Garbage is "not a readable torch checkpoint"; only a foreign global is "refused (it could run code)"."""
-    from recbole_llmplugin.trainer.checkpoints import load_recbole_checkpoint
+    from recbole_llmplugin.utils.checkpoints import load_recbole_checkpoint
     from recbole_llmplugin.utils.errors import ConfigValueError
 
     path = tmp_path / "text.pth"

@@ -74,7 +74,7 @@ def test_a_full_disk_leaves_no_truncated_recbole_checkpoint(workdir, tiny_config
 def test_a_full_disk_during_a_stage_checkpoint_is_one_error(workdir, allmrec_config, monkeypatch):
     import pytest
 
-    import recbole_llmplugin.trainer.checkpoints as checkpoints
+    import recbole_llmplugin.utils.checkpoints as checkpoints
     from recbole_llmplugin.utils.errors import DiskFullError
 
     message = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'

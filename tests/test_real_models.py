@@ -33,7 +33,7 @@ def test_smollm2_copies_the_label_of_the_weighted_candidate(workdir, allmrec_con
     from recbole.utils import init_seed
     from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
     from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
-    from recbole_llmplugin.trainer.trainer import Stage
+    from recbole_llmplugin.model.stage import Stage
     from conftest import TINY_DATASET
 
     overrides = {

@@ -3,6 +3,7 @@ model written outside the package with the documented steps only."""
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,19 @@ def test_models_and_layers_never_reach_the_entry_points():
             assert not _reachable(graph, module) & entry_points, module
 
 
+def test_models_never_import_a_trainer_and_utils_nothing_above_them():
+    """As in RecBole: a model declares its stages (``model.stage.Stage``), a trainer runs them and names their
+    checkpoints; ``utils`` is the ground floor."""
+    graph = _import_graph()
+    for module, imported in graph.items():
+        if module.startswith("recbole_llmplugin.model"):
+            assert not {m for m in imported if m.startswith("recbole_llmplugin.trainer")}, module
+        if module.startswith("recbole_llmplugin.utils"):
+            assert not {m for m in imported if not m.startswith("recbole_llmplugin.utils")}, module
+    sources = (REPO / "recbole_llmplugin" / "model").rglob("*.py")
+    assert not [p for p in sources if re.search(r"from (recbole_llmplugin|\.\.?)\.?trainer", p.read_text())]
+
+
 def test_one_run_imports_no_entry_point_above_it():
     """``quick_start.runner`` (one RecBole run) reaches neither the backbone step, the comparison nor the tools."""
     reached = _reachable(_import_graph(), "recbole_llmplugin.quick_start.runner")
@@ -147,7 +161,8 @@ def test_multi_stage_interface(workdir, tiny_config, tiny_encoder):
     """StagedTrainer trains each stage with the model's ``<stage>_loss``; plain LLM models read no stage keys."""
     from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
     from recbole_llmplugin.utils.errors import ConfigValueError
-    from recbole_llmplugin.trainer.trainer import Stage, StagedTrainer
+    from recbole_llmplugin.model.stage import Stage
+    from recbole_llmplugin.trainer.trainer import StagedTrainer
 
     with pytest.raises(ConfigValueError, match="stage2_objective: 'bogus' is not one of"):  # checked, used or not
         build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_objective": "bogus"})
@@ -183,7 +198,8 @@ def test_a_one_stage_model_without_set_stage_logs_what_it_trains(workdir, tiny_c
             self.llm.requires_grad_(False)
             self.head = nn.Linear(4, 4)
 
-    config, _ = build_config("LLMOnly", TINY_DATASET, config_dict={**tiny_config, "stage2_candidates": 5})
+    settings = {**tiny_config, "stage2_candidates": 5, "stage2_objective": "generate"}  # its stage-2 keys
+    config, _ = build_config("LLMOnly", TINY_DATASET, config_dict=settings)
     _, train_data, _, _ = prepare_data(config)
     text = str(PlainRec(config, train_data._dataset))
     assert text.startswith("PlainRec: frozen LLM ") and "stage2 trains 20 parameters: head 20" in text

@@ -19,12 +19,12 @@ from recbole_llmplugin.config.options import CF_TOKEN_ONLY, check_ranking
 from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.model.layers.candidate_scorer import CandidateScorer
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
-from recbole_llmplugin.trainer.distributed import is_distributed, single_process_view
+from recbole_llmplugin.utils.distributed import is_distributed, single_process_view
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.data.item_text import ItemTextStore
 from recbole_llmplugin.model.layers.llm_loading import enable_checkpointing, eval_copy, load_llm
 from recbole_llmplugin.data.prompts import PromptBuilder, check_prompt_templates
-from recbole_llmplugin.trainer.trainer import LLMTrainer, Stage, stage_checkpoint
+from recbole_llmplugin.model.stage import Stage
 
 _MIX = 2654435761  # Knuth's multiplicative hash: a fixed, row-order-free shuffle of candidates
 DRAWN = "drawn_"  # prefix of the fields that ``add_draws`` adds to a training batch: its random draws
@@ -57,7 +57,7 @@ class LLMRecommender(SequentialRecommender):
     """Base for LLM recommenders that rank RecBole's candidates with a (mostly frozen) LLM."""
 
     input_type = InputType.POINTWISE
-    trainer_class = LLMTrainer
+    trainer_type = "llm"  # the trainer that runs it (trainer.get_trainer_class)
     special_tokens = ()
     # how predict() ranks (answer likelihood, or candidate-label logits), and the stage2_objective values it trains
     # with: all but those that need CF tokens
@@ -265,14 +265,14 @@ class LLMRecommender(SequentialRecommender):
 
     def stage2(self, checkpoint_name="stage2"):
         """The LLM-facing stage, from the ``stage2_*`` properties; its checkpoint file is named ``checkpoint_name``
-        (a new backbone or any other trained-on property gives a new file: ``stage_checkpoint``)."""
+        (the trainer names the file: a new backbone or any other trained-on property gives a new one)."""
         c = self.config
         return Stage(
             "stage2",
             c["stage2_epochs"],
             c["stage2_learning_rate"],
             c["stage2_batch_size"],
-            stage_checkpoint(c, checkpoint_name),
+            checkpoint_name,
             validate=c["stage2_validate"],
             seed_offset=2,
         )

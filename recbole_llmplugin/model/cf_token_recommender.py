@@ -21,7 +21,6 @@ from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.data.prompts import item_vocabulary_tokens
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender, prompt_order, user_blocks
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
-from recbole_llmplugin.trainer.trainer import StagedTrainer
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
@@ -45,7 +44,7 @@ def projection(architecture, in_size, hidden, out_size, activation):
 class CFTokenRecommender(LLMRecommender):
     """Base of the LLM recommenders that feed a frozen LLM the CF backbone's user and item representations."""
 
-    trainer_class = StagedTrainer
+    trainer_type = "staged"
     needs_cf_backbone = True  # cf_checkpoint: auto -> the runner trains or reuses it first (quick_start.backbones)
     special_tokens = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN)
     stage2_modules = ("user_projection", "item_projection")

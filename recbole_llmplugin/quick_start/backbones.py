@@ -15,7 +15,7 @@ from pathlib import Path
 
 from recbole.utils import ModelType
 
-from recbole_llmplugin.trainer.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
+from recbole_llmplugin.utils.distributed import LAUNCH_KEYS, is_main, main_alone, main_first
 from recbole_llmplugin.utils.errors import ConfigValueError, UnreadableFileError
 from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity

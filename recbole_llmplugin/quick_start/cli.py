@@ -102,7 +102,7 @@ def main(argv=None):
             code, rows = _one_line_errors(run_benchmark, args.benchmark, None, overrides)
         return code if code is not None else (0 if all(r["failed"] == 0 for r in rows) else 1)
 
-    from recbole_llmplugin.trainer.distributed import run_launched
+    from recbole_llmplugin.utils.distributed import run_launched
 
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     models = [name for name in args.model.split(",") if name]
@@ -199,7 +199,7 @@ def result_folder(dataset):
 def launch_keys(args):
     """RecBole's launch keys of a data-parallel run: from torchrun's environment (with local_rank), from
     ``--nproc`` / ``--world_size`` (without: the processes are spawned here), or {} for one process."""
-    from recbole_llmplugin.trainer.distributed import torchrun_keys
+    from recbole_llmplugin.utils.distributed import torchrun_keys
 
     keys = torchrun_keys()
     if keys:
@@ -218,7 +218,7 @@ def _run_models(models, dataset, config_files, isolate_failures, output, launch=
     """The comparison's rows (every process runs it; only the main process's rows are returned, and only it writes
     the run files)."""
     from recbole_llmplugin.quick_start.compare import run_models
-    from recbole_llmplugin.trainer.distributed import is_main
+    from recbole_llmplugin.utils.distributed import is_main
 
     results = run_models(
         models, dataset, config_files, config_dict=launch, isolate_failures=isolate_failures, output=output

@@ -15,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from recbole_llmplugin.evaluator.item_groups import group_rows
-from recbole_llmplugin.trainer.distributed import is_main
+from recbole_llmplugin.utils.distributed import is_main
 from recbole_llmplugin.utils.errors import PluginError
 from recbole_llmplugin.utils.files import atomic_write
 from recbole_llmplugin.quick_start.quick_start import check_run, run_recbole_llm

@@ -16,7 +16,7 @@ from recbole.utils import init_logger, init_seed
 from recbole_llmplugin.quick_start.backbones import keep_as_backbone, prepare_backbone, prepare_retriever
 from recbole_llmplugin.quick_start.cross_domain import check_cross_domain, evaluate_on_target, source_overrides
 from recbole_llmplugin.data.data_check import check_dataset
-from recbole_llmplugin.trainer.distributed import is_main
+from recbole_llmplugin.utils.distributed import is_main
 from recbole_llmplugin.utils.logs import model_log
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
@@ -28,7 +28,7 @@ from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: 
     restore,
     train_and_evaluate,
 )
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.utils.checkpoints import load_checkpoint
 
 
 def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, saved=True):

@@ -31,7 +31,7 @@ from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
 from recbole_llmplugin.data.scenarios import apply_user_scenario
 from recbole_llmplugin.utils.logs import model_log
-from recbole_llmplugin.trainer.distributed import is_main, single_process_view
+from recbole_llmplugin.utils.distributed import is_main, single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.files import atomic_write
@@ -47,8 +47,8 @@ from recbole_llmplugin.utils.resources import peak_gpu_mb, peak_rss_mb
 from recbole_llmplugin.evaluator.item_groups import item_groups, use_item_groups
 from recbole_llmplugin.evaluator.standard_errors import use_standard_errors
 from recbole_llmplugin.model.layers.text_encoder import TEXT_ENCODER_ALIASES, load_text_encoder
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
-from recbole_llmplugin.trainer.trainer import unique_checkpoint_name
+from recbole_llmplugin.utils.checkpoints import load_checkpoint
+from recbole_llmplugin.trainer.trainer import get_trainer_class as plugin_trainer_class, unique_checkpoint_name
 from recbole_llmplugin.config.validation import check_user_files, read_yaml_file, unknown_metric, validate
 
 
@@ -216,11 +216,8 @@ def check_writable_folder(key, folder):
 
 
 def get_trainer_class(config, model_class):
-    """A plugin model's own trainer (``trainer_class``), else RecBole's choice for the model."""
-    trainer_class = getattr(model_class, "trainer_class", None)
-    if trainer_class is not None:
-        return trainer_class
-    return get_trainer(config["MODEL_TYPE"], config["model"])
+    """A plugin model's trainer (the ``trainer_type`` it declares), else RecBole's choice for the model."""
+    return plugin_trainer_class(model_class) or get_trainer(config["MODEL_TYPE"], config["model"])
 
 
 def prepare_data(config):
@@ -282,7 +279,7 @@ def _train_and_evaluate(config, model_class, saved, start):
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
-    recbole_trainer = getattr(model_class, "trainer_class", None) is None  # RecBole's models and UniSRec
+    recbole_trainer = plugin_trainer_class(model_class) is None  # RecBole's models and UniSRec
     if recbole_trainer:
         atomic_checkpoints(trainer)
     stopping = watch_stopping(trainer, config) if recbole_trainer else None
@@ -335,7 +332,7 @@ def _train_and_evaluate(config, model_class, saved, start):
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         **measured,
-        "saved_model_file": getattr(trainer, "saved_model_file", None) if saved else None,
+        "saved_model_file": model_file(trainer) if saved else None,
         "checkpoints": checkpoints_of(model_obj, trainer) if saved else {},
         "costs": costs,
     }
@@ -348,11 +345,17 @@ def _train_and_evaluate(config, model_class, saved, start):
     return result
 
 
+def model_file(trainer):
+    """The checkpoint a trainer evaluated: a plugin trainer's ``model_file()`` (a staged one's last stage), else
+    RecBole's ``saved_model_file``."""
+    return trainer.model_file() if hasattr(trainer, "model_file") else trainer.saved_model_file
+
+
 def checkpoints_of(model, trainer):
-    """What a run kept, by name: each training stage's checkpoint (plugin models with stages), or the model's one
-    checkpoint; only files that exist (a model that trains nothing keeps none)."""
-    stages = getattr(model, "training_stages", None)
-    kept = {stage.name: stage.checkpoint for stage in stages()} if stages else {"model": trainer.saved_model_file}
+    """What a run kept, by name, as its trainer says: each training stage's checkpoint (a staged trainer's
+    ``stage_checkpoints``), or the model's one checkpoint; only files that exist (a model that trains nothing
+    keeps none)."""
+    kept = getattr(trainer, "stage_checkpoints", None) or {"model": model_file(trainer)}
     return {name: path for name, path in kept.items() if path and os.path.isfile(path)}
 
 

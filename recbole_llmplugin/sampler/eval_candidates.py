@@ -21,7 +21,7 @@ import torch
 from recbole.data.dataloader import NegSampleEvalDataLoader
 from recbole.utils import set_color
 
-from recbole_llmplugin.trainer.distributed import main_first
+from recbole_llmplugin.utils.distributed import main_first
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.utils.files import atomic_write, set_aside, short_reason

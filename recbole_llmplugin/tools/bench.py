@@ -38,7 +38,7 @@ from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
 from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.utils.resources import peak_rss_mb
-from recbole_llmplugin.trainer.trainer import Stage
+from recbole_llmplugin.model.stage import Stage
 from recbole_llmplugin.utils.errors import one_line_errors
 from recbole_llmplugin.config.properties import choices
 
@@ -134,7 +134,7 @@ def scale_rows(models, dataset, config_files, overrides, launch=None):
     keys), each with fresh stage checkpoints in a new folder; the CF backbone is trained once and reused. The main
     process returns the rows (the others None) and removes the folder."""
     from recbole_llmplugin.quick_start.compare import run_models
-    from recbole_llmplugin.trainer.distributed import barrier, is_main, main_value, world_size
+    from recbole_llmplugin.utils.distributed import barrier, is_main, main_value, world_size
 
     settings = {**overrides, **(launch or {}), "show_progress": False}
     with_backbone = [m for m in models if getattr(get_model_class(m), "needs_cf_backbone", False)]
@@ -184,7 +184,7 @@ def scale_table(rows):
 
 def run_scale(args, config_files, overrides):
     from recbole_llmplugin.quick_start.cli import launch_keys
-    from recbole_llmplugin.trainer.distributed import run_launched
+    from recbole_llmplugin.utils.distributed import run_launched
 
     models = [m for m in args.models.split(",") if m]
     launch = launch_keys(args)

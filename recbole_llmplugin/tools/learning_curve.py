@@ -38,7 +38,7 @@ from recbole_llmplugin.quick_start.backbones import prepare_backbone
 from recbole_llmplugin.utils.files import atomic_write
 from recbole_llmplugin.quick_start.quick_start import build_config, needs_backbone, prepare_data, restore
 from recbole_llmplugin.utils.registry import get_model_class
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.utils.checkpoints import load_checkpoint
 from recbole_llmplugin.evaluator.standard_errors import standard_error
 from recbole_llmplugin.trainer.trainer import StagedTrainer
 from recbole_llmplugin.utils.errors import ConfigValueError, one_line_errors

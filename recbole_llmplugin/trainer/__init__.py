@@ -1,1 +1,1 @@
-"""Trainers: the staged trainer, checkpoints, locks and multi-process training."""
+"""Trainers: the LLM and staged trainers (they name and keep the stage checkpoints), and the locks of a stage."""

@@ -9,7 +9,6 @@ boundary it writes a resume state (weights, optimizer, every RNG) and claims the
 import contextlib
 import os
 import time
-from dataclasses import dataclass
 from logging import getLogger
 
 import numpy as np
@@ -19,7 +18,7 @@ from recbole.trainer import Trainer
 from recbole.utils import EvaluatorType, init_seed, set_color
 from tqdm import tqdm
 
-from recbole_llmplugin.trainer.checkpoints import (
+from recbole_llmplugin.utils.checkpoints import (
     config_overrides,
     load_checkpoint,
     load_plugin_checkpoint,
@@ -28,8 +27,8 @@ from recbole_llmplugin.trainer.checkpoints import (
     rng_parts,
     save_plugin_checkpoint,
 )
-from recbole_llmplugin.trainer import distributed
-from recbole_llmplugin.trainer.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
+from recbole_llmplugin.utils import distributed
+from recbole_llmplugin.utils.distributed import barrier, data_parallel, is_distributed, is_main, single_process_view
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet, tensorboard_on_main_only
 from recbole_llmplugin.utils.errors import ConfigValueError, UnreadableFileError
 from recbole_llmplugin.utils.files import set_aside
@@ -176,11 +175,15 @@ class LLMTrainer(Trainer):
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not is_main():  # one writer; the others read the file after a barrier
             return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        saved_model_file = kwargs.pop("saved_model_file", self.model_file())
         meta, tensors = self._training_state(epoch)
         save_plugin_checkpoint(saved_model_file, meta, self.model.trainable_state_dict(), tensors)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def model_file(self):
+        """The checkpoint this trainer writes and evaluates: RecBole's ``saved_model_file`` (made unique)."""
+        return self.saved_model_file
 
     def _training_state(self, epoch):
         """(JSON-able meta, optimizer tensors) of the training state after ``epoch``."""
@@ -204,7 +207,7 @@ class LLMTrainer(Trainer):
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
             barrier()  # the main process has written it
-            checkpoint_file = model_file or self.saved_model_file
+            checkpoint_file = model_file or self.model_file()
             self._load_weights(checkpoint_file)
             self.logger.info(f"Loading trained parameters from {checkpoint_file}")
         if is_distributed():
@@ -266,17 +269,9 @@ def stage_checkpoint(config, name):
     )
 
 
-@dataclass
-class Stage:
-    """One training stage of a multi-stage model."""
-
-    name: str
-    epochs: int
-    learning_rate: float
-    batch_size: int
-    checkpoint: str  # reused when complete, resumed when not
-    validate: bool = False  # evaluate on valid data each eval_step (early stopping) or not
-    seed_offset: int = 0
+def stage_checkpoints(config, model):
+    """{stage name: its checkpoint file} of ``model``'s declared stages (``stage_checkpoint``), in order."""
+    return {stage.name: stage_checkpoint(config, stage.checkpoint_name) for stage in model.training_stages()}
 
 
 class StagedTrainer(LLMTrainer):
@@ -284,7 +279,8 @@ class StagedTrainer(LLMTrainer):
 
     The multi-stage interface a model gives it (A-LLMRec, MLP-LLM, TALLRec):
 
-    - ``training_stages()`` -> ``[Stage]``, in order;
+    - ``training_stages()`` -> ``[model.stage.Stage]``, in order (the trainer names each one's checkpoint:
+      ``stage_checkpoint``; ``stage_checkpoints`` tells the runner where each went);
     - ``set_stage(name)``: only that stage's modules require grad (``"eval"``: none);
     - ``<name>_loss(interaction)`` per stage (``stage1_loss``, ``stage2_loss``): a scalar, or a tuple of parts
       that RecBole sums and logs; ``calculate_loss`` stays RecBole's contract (the last stage's loss);
@@ -297,6 +293,10 @@ class StagedTrainer(LLMTrainer):
     runs, an incomplete one is resumed. Every stage re-seeds before it starts, so a run that reuses a
     finished stage trains the next stage exactly as an uninterrupted run would.
     """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.stage_checkpoints = stage_checkpoints(config, model)  # where each stage's checkpoint goes
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.collect_training_data(train_data)
@@ -321,7 +321,6 @@ class StagedTrainer(LLMTrainer):
         self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
         self.best_valid_result = None
         self.optimizer = self._build_optimizer(params=self.model.parameters(), learning_rate=stage.learning_rate)
-        self.saved_model_file = stage.checkpoint
         self.stage_loss = getattr(self.model, f"{stage.name}_loss")  # the model's loss of this stage
         self.stage_name = stage.name
         self._resumed_rng = None
@@ -343,7 +342,7 @@ class StagedTrainer(LLMTrainer):
         rng_tensors, rng_meta = rng_parts(loader)
         meta.update(rng=rng_meta, best_valid_result=self.best_valid_result)
         save_plugin_checkpoint(
-            resume_path(self.saved_model_file), meta, self.model.trainable_state_dict(), {**tensors, **rng_tensors}
+            resume_path(self.model_file()), meta, self.model.trainable_state_dict(), {**tensors, **rng_tensors}
         )
 
     def _read_kept(self, path, what, read=None):
@@ -372,31 +371,33 @@ class StagedTrainer(LLMTrainer):
         self._resumed_rng = (tensors, meta["rng"])
         self.logger.info(set_color(f"resuming {path}", "green") + f": from epoch {self.start_epoch}")
 
+    def model_file(self):
+        """The checkpoint being trained, and then evaluated: the stage's (the last stage's after ``fit``)."""
+        return self.stage_checkpoints[self.stage_name]
+
     def _fit_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
-        what = f"{stage.name} ({os.path.basename(stage.checkpoint)})"
+        path = self.stage_checkpoints[stage.name]
+        what = f"{stage.name} ({os.path.basename(path)})"
         timeout = self.config["lock_timeout"]
-        with (
-            claim(stage.checkpoint, what, timeout) if is_main() else contextlib.nullcontext()
-        ):  # the main one claims for all
+        with claim(path, what, timeout) if is_main() else contextlib.nullcontext():  # the main one claims for all
             barrier()  # the others wait for the claim, then see the files the main process sees
             return self._fit_claimed_stage(stage, train_data, valid_data, verbose, show_progress, callback_fn)
 
     def _fit_claimed_stage(self, stage, train_data, valid_data, verbose, show_progress, callback_fn):
         init_seed(self.config["seed"] + stage.seed_offset, self.config["reproducibility"])
         self._reset_for(stage)
-        kept = os.path.isfile(stage.checkpoint)
-        checkpoint = self._read_kept(stage.checkpoint, f"{stage.name} checkpoint")
-        if kept and checkpoint is None and os.path.isfile(resume_path(stage.checkpoint)) and is_main():
-            os.remove(resume_path(stage.checkpoint))  # its best epoch's weights are gone: the stage starts over
+        path = self.stage_checkpoints[stage.name]
+        kept = os.path.isfile(path)
+        checkpoint = self._read_kept(path, f"{stage.name} checkpoint")
+        if kept and checkpoint is None and os.path.isfile(resume_path(path)) and is_main():
+            os.remove(resume_path(path))  # its best epoch's weights are gone: the stage starts over
         if checkpoint is not None:
             if checkpoint.get("stage_complete"):
                 self.model.load_trainable_state_dict(checkpoint["weights"])
-                self.logger.info(
-                    set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {stage.checkpoint}"
-                )
+                self.logger.info(set_color(f"{stage.name}: reusing finished checkpoint", "green") + f" {path}")
                 return checkpoint["best_valid_score"], checkpoint.get("best_valid_result")
-        if os.path.isfile(resume_path(stage.checkpoint)):
-            self._resume(resume_path(stage.checkpoint))
+        if os.path.isfile(resume_path(path)):
+            self._resume(resume_path(path))
         # else: interrupted before the first epoch boundary (or never started): the stage starts over
         loader = self.model.stage_train_loader(stage, train_data)
         self.logger.info(
@@ -409,9 +410,9 @@ class StagedTrainer(LLMTrainer):
         )
         self._plan = None
         barrier()  # the main process has written the stage's checkpoint
-        if stage.validate and os.path.isfile(stage.checkpoint):  # continue from the best epoch, not the last
-            self._load_weights(stage.checkpoint)
-        elif not os.path.isfile(stage.checkpoint):
+        if stage.validate and os.path.isfile(path):  # continue from the best epoch, not the last
+            self._load_weights(path)
+        elif not os.path.isfile(path):
             self._save_checkpoint(self.epochs - 1, verbose=verbose)
         if is_main():
             self._complete(stage)
@@ -420,17 +421,16 @@ class StagedTrainer(LLMTrainer):
 
     def _complete(self, stage):
         """Mark the stage's checkpoint complete (reused by later runs), drop its resume state, save an adapter."""
-        meta, tensors = load_plugin_checkpoint(stage.checkpoint)
+        path = self.stage_checkpoints[stage.name]
+        meta, tensors = load_plugin_checkpoint(path)
         weights = meta.pop("weights")
         meta.pop("optimizer", None)
         meta.update(stage_complete=True, best_valid_result=self.best_valid_result)
-        save_plugin_checkpoint(
-            stage.checkpoint, meta, weights, {k: v for k, v in tensors.items() if not k.startswith("weights.")}
-        )
-        if os.path.isfile(resume_path(stage.checkpoint)):
-            os.remove(resume_path(stage.checkpoint))
+        save_plugin_checkpoint(path, meta, weights, {k: v for k, v in tensors.items() if not k.startswith("weights.")})
+        if os.path.isfile(resume_path(path)):
+            os.remove(resume_path(path))
         if hasattr(self.model, "save_adapter"):  # e.g. TALLRec: also a peft adapter folder
-            self.model.save_adapter(os.path.splitext(stage.checkpoint)[0] + "-adapter")
+            self.model.save_adapter(os.path.splitext(path)[0] + "-adapter")
 
 
 def duration(seconds):
@@ -446,3 +446,13 @@ def duration(seconds):
 def resume_path(checkpoint):
     """The resume state beside a stage checkpoint (removed when the stage completes)."""
     return os.path.splitext(checkpoint)[0] + ".resume.safetensors"
+
+
+# the trainer of each plugin model, by the ``trainer_type`` it declares (RecBole's ``get_trainer`` picks by model type)
+TRAINERS = {"llm": LLMTrainer, "staged": StagedTrainer}
+
+
+def get_trainer_class(model_class):
+    """The plugin trainer of a model that declares ``trainer_type``; None for a model RecBole's trainer runs."""
+    trainer_type = getattr(model_class, "trainer_type", None)
+    return None if trainer_type is None else TRAINERS[trainer_type]

@@ -1,1 +1,2 @@
-"""Utilities: RecBole compatibility fixes, errors, file helpers, resource figures and the model registry."""
+"""Utilities: RecBole compatibility fixes, errors, file helpers, checkpoint files, processes of a data-parallel run,
+resource figures and the model registry."""

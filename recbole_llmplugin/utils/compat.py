@@ -81,7 +81,7 @@ class _TorchWithPickleLoad(types.ModuleType):
         return getattr(self._torch, name)
 
     def load(self, *args, **kwargs):
-        from recbole_llmplugin.trainer.checkpoints import restricted_pickle
+        from recbole_llmplugin.utils.checkpoints import restricted_pickle
 
         kwargs.setdefault("weights_only", False)
         kwargs.setdefault("pickle_module", restricted_pickle)
@@ -116,7 +116,7 @@ def _fix_downloader():
     # errors or hangs. Fail at once with the plugin's dataset error instead.
     from recbole.data.dataset import dataset as dataset_module
 
-    from recbole_llmplugin.data.data_check import DatasetNotFoundError
+    from recbole_llmplugin.utils.errors import DatasetNotFoundError
 
     def _no_download(self):
         raise DatasetNotFoundError(
@@ -153,7 +153,7 @@ def _fix_distributed_device():
         settings = self.final_config_dict
         if "local_rank" not in settings:
             return original(self)
-        from recbole_llmplugin.trainer.distributed import share_cpu_threads, start_process_group
+        from recbole_llmplugin.utils.distributed import share_cpu_threads, start_process_group
 
         gpu_id = settings["gpu_id"]
         gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, tuple) else str(gpu_id)
@@ -256,7 +256,7 @@ class _NoTensorBoard:
 @contextlib.contextmanager
 def tensorboard_on_main_only():
     """RecBole's Trainer opens a TensorBoard writer (a file) in every process: only the main one keeps a real one."""
-    from recbole_llmplugin.trainer.distributed import is_main
+    from recbole_llmplugin.utils.distributed import is_main
 
     module = importlib.import_module("recbole.trainer.trainer")
     original = module.get_tensorboard

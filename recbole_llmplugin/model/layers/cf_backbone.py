@@ -14,7 +14,7 @@ import torch
 from recbole.utils import ModelType
 from torch import nn
 
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.utils.checkpoints import load_checkpoint
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.registry import get_model_class
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from recbole_llmplugin.config.properties import choices
-from recbole_llmplugin.trainer.distributed import main_first
+from recbole_llmplugin.utils.distributed import main_first
 from recbole_llmplugin.utils.errors import LLMLoadError
 from recbole_llmplugin.utils.files import short_reason
 from recbole_llmplugin.config.paths import cache_dir

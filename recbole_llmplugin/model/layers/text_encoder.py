@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from recbole_llmplugin.utils.errors import ConfigValueError, LLMLoadError
-from recbole_llmplugin.trainer.distributed import main_first
+from recbole_llmplugin.utils.distributed import main_first
 from recbole_llmplugin.utils.files import atomic_write, set_aside, short_reason
 from recbole_llmplugin.config.identity import model_identity
 from recbole_llmplugin.model.layers.llm_loading import require_hub

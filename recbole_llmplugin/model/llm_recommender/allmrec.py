@@ -56,7 +56,7 @@ from recbole_llmplugin.model.layers.text_encoder import (
     load_text_encoder,
     set_trainable,
 )
-from recbole_llmplugin.trainer.trainer import Stage, stage_checkpoint
+from recbole_llmplugin.model.stage import Stage
 
 
 def autoencoder(architecture, in_size, hidden, joint_size):
@@ -132,7 +132,7 @@ class ALLMRec(CFTokenRecommender):
             c["stage1_epochs"],
             c["stage1_learning_rate"],
             c["stage1_batch_size"],
-            stage_checkpoint(c, "stage1"),
+            "stage1",
             seed_offset=1,
         )
         return [stage1] + super().training_stages()

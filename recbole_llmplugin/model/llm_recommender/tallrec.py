@@ -11,7 +11,6 @@ import warnings
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
-from recbole_llmplugin.trainer.trainer import StagedTrainer
 
 
 def lora_targets(llm, configured):
@@ -31,7 +30,7 @@ class TALLRec(LLMRecommender):
     differ only in what is trained.
     """
 
-    trainer_class = StagedTrainer
+    trainer_type = "staged"
     trains_llm_layers = True  # LoRA layers inside the LLM train (dropout on in train mode)
 
     @classmethod

@@ -36,7 +36,7 @@ from torch import nn
 from recbole_llmplugin.data.item_text import ItemTextStore
 from recbole_llmplugin.model.layers.llm_loading import check_llm
 from recbole_llmplugin.model.layers.text_encoder import embedding_dimension, frozen_embeddings, load_text_encoder
-from recbole_llmplugin.trainer.checkpoints import load_checkpoint
+from recbole_llmplugin.utils.checkpoints import load_checkpoint
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 
