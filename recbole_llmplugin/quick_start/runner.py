@@ -270,12 +270,7 @@ def _train_and_evaluate(config, model_class, saved, start):
     # are never broadcast (only what a stage trains), so every process builds the same model
     plugin = is_plugin_model(model_class.__name__)
     init_seed(config["seed"] + (0 if plugin else config["local_rank"]), config["reproducibility"])
-    model_obj = model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model_obj)
-    with recbole_warnings_quiet():
-        trainer = get_trainer_class(config, model_class)(config, model_obj)
-    evaluator = use_standard_errors(trainer, config)
-    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
+    model_obj, trainer, evaluator = model_and_trainer(config, model_class, train_data._dataset, ready=logger.info)
     if not trainer.saved_model_file.endswith(".safetensors"):  # RecBole's own trainer: a name no other run shares
         trainer.saved_model_file = unique_checkpoint_name(trainer.saved_model_file, ".pth")
 
@@ -526,16 +521,15 @@ def evaluate_weights(config, model_class, checkpoint_file, ready=None, show_prog
     groups. Returns a namespace: model, trainer, evaluator, test_data, test_result, seconds, users."""
     init_seed(config["seed"], config["reproducibility"])
     _, train_data, _, test_data = prepare_data(config)
-    model = model_class(config, train_data._dataset).to(config["device"])
-    if checkpoint_file:
-        checkpoint = load_checkpoint(checkpoint_file, map_location=config["device"], trust=config["trust_checkpoint"])
-        restore(model, checkpoint)
-    if ready is not None:
-        ready(model)
-    with recbole_warnings_quiet():
-        trainer = get_trainer_class(config, model_class)(config, model)
-    evaluator = use_standard_errors(trainer, config)
-    use_item_groups(trainer, evaluator, item_groups(config, train_data._dataset))
+
+    def loaded(model):
+        if checkpoint_file:
+            trust = config["trust_checkpoint"]
+            restore(model, load_checkpoint(checkpoint_file, map_location=config["device"], trust=trust))
+        if ready is not None:
+            ready(model)
+
+    model, trainer, evaluator = model_and_trainer(config, model_class, train_data._dataset, ready=loaded)
     start = time.time()
     test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=show_progress)
     return SimpleNamespace(
@@ -547,6 +541,20 @@ def evaluate_weights(config, model_class, checkpoint_file, ready=None, show_prog
         seconds=time.time() - start,
         users=num_eval_users(test_data),
     )
+
+
+def model_and_trainer(config, model_class, dataset, ready=None):
+    """What a training run and a re-evaluation of kept weights share: the model built on ``dataset`` (then
+    ``ready(model)``: log it, load weights), its trainer, and the evaluator with standard errors and item groups
+    attached. Returns (model, trainer, evaluator)."""
+    model = model_class(config, dataset).to(config["device"])
+    if ready is not None:
+        ready(model)
+    with recbole_warnings_quiet():
+        trainer = get_trainer_class(config, model_class)(config, model)
+    evaluator = use_standard_errors(trainer, config)
+    use_item_groups(trainer, evaluator, item_groups(config, dataset))
+    return model, trainer, evaluator
 
 
 def num_eval_users(loader):
