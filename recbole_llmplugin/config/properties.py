@@ -434,13 +434,9 @@ def render(target):
     """The text of one default property file: ``overall.yaml`` or a model's name."""
     header = HEADERS[target]
     lines = [f"# {line}" if line else "#" for line in (header + "\n" + WRITTEN_BY).splitlines()]
+    applies = EVERY[0] if target == "overall.yaml" else target  # overall.yaml lists what every run reads
     for group in GROUPS:
-        names = [
-            p.name
-            for p in group.properties
-            if (PROPERTIES[p.name].models == EVERY) == (target == "overall.yaml")
-            and (target == "overall.yaml" or target in PROPERTIES[p.name].models)
-        ]
+        names = [p.name for p in group.properties if applies in PROPERTIES[p.name].models]
         if not names:
             continue
         lines.append("")

@@ -1,6 +1,6 @@
 """Prompt text from YAML templates; no wording lives in code.
 
-Properties (defaults in recbole_llmplugin/properties/overall.yaml, per-dataset wording in recbole_llmplugin/properties/dataset/):
+Properties (defaults in the package's properties/overall.yaml, per-dataset wording in its properties/dataset/):
 ``prompt_template`` with ``{user_token}``, ``{history}`` and ``{candidates}``;
 ``prompt_history_item`` / ``prompt_candidate_item`` with ``{title}`` and ``{item_token}``;
 ``prompt_item_separator``; ``prompt_answer`` (the text scored or generated for an item, ``{title}``; an
