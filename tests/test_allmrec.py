@@ -12,7 +12,8 @@ from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.model.cf_token_recommender import CANDIDATE_TOKEN, HISTORY_TOKEN, USER_TOKEN
 from recbole_llmplugin.model.llm_recommender.allmrec import ALLMRec
-from recbole_llmplugin.model.abstract_llm_recommender import prompt_order, user_blocks
+from recbole_llmplugin.model.layers.candidate_ranking import stop_token_ids, user_blocks
+from recbole_llmplugin.model.layers.prompt_encoder import prompt_order
 from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 
 
@@ -111,7 +112,7 @@ def test_soft_tokens_replace_exactly_their_positions(workdir, allmrec_config):
     model, train_data, _ = build(allmrec_config)
     batch = _batch(model, train_data, "stage2", n=3)
     users = model.user_fields(batch, torch.arange(3))
-    histories = model.recent_history(users["item_seq"], users["item_seq_len"])
+    histories = model.prompts.recent_history(users["item_seq"], users["item_seq_len"])
     candidates = model.training_candidates(users["item_seq"], batch["item_id"]).tolist()
     ids, _ = model.tokenize_prompts(model.prompt_texts(histories, candidates))
     with torch.no_grad():
@@ -342,7 +343,7 @@ def test_generate_mode_counts_only_exact_matches(workdir, allmrec_config, monkey
 
 def test_generation_stops_at_eos(workdir, allmrec_config):
     model, _, _ = build(allmrec_config, eval_mode="generate")
-    assert model.tokenizer.eos_token_id in model._stop_token_ids()
+    assert model.tokenizer.eos_token_id in stop_token_ids(model.tokenizer, model.prompt_builder.answer)
     assert (
         int(model.answer_lengths[1])
         == len(model.tokenizer(model.prompt_builder.answer_text(1), add_special_tokens=False)["input_ids"]) + 1
@@ -438,7 +439,8 @@ def test_index_mode_ranks_by_label_logits_in_prompt_order(workdir, allmrec_confi
     scores = model.predict(interaction)[rows]
     items = interaction["item_id"][rows]
     prompt = model.prompt_texts(
-        model.recent_history(interaction[model.ITEM_SEQ][rows[:1]], interaction[model.ITEM_SEQ_LEN][rows[:1]]), [[0]]
+        model.prompts.recent_history(interaction[model.ITEM_SEQ][rows[:1]], interaction[model.ITEM_SEQ_LEN][rows[:1]]),
+        [[0]],
     )[0]
     assert '[CandidateEmb]A: "' in prompt  # the label follows the item's soft token
     with torch.no_grad():
@@ -597,7 +599,7 @@ def vocabulary_prompts(model, batch):
     torch.manual_seed(0)
     target, candidates, embeds, _ = model.training_prompts(batch)
     users = model.user_fields(batch, torch.arange(len(target)))
-    histories = model.recent_history(users["item_seq"], users["item_seq_len"])
+    histories = model.prompts.recent_history(users["item_seq"], users["item_seq_len"])
     input_ids, _ = model.tokenize_prompts(model.prompt_texts(histories, candidates.tolist()))
     return target, users, candidates, input_ids, embeds
 
@@ -618,7 +620,7 @@ def test_vocabulary_token_space_shows_items_as_vocabulary_tokens(workdir, allmre
     table = model.llm.get_input_embeddings().weight
     shown = embeds[input_ids == model.token_ids[CANDIDATE_TOKEN]]  # [B*C, H]
     torch.testing.assert_close(shown, table[model.item_vocab_ids[candidates.reshape(-1)]])
-    shown_history = [i for h in model.recent_history(users["item_seq"], users["item_seq_len"]) for i in h]
+    shown_history = [i for h in model.prompts.recent_history(users["item_seq"], users["item_seq_len"]) for i in h]
     torch.testing.assert_close(
         embeds[input_ids == model.token_ids[HISTORY_TOKEN]], table[model.item_vocab_ids[torch.tensor(shown_history)]]
     )

@@ -2,7 +2,7 @@ import torch
 
 from conftest import TINY_DATASET, assert_measured
 from recbole_llmplugin import load_data_and_model, run_recbole_llm
-from recbole_llmplugin.model.abstract_llm_recommender import user_blocks
+from recbole_llmplugin.model.layers.candidate_ranking import user_blocks
 from recbole_llmplugin.trainer.trainer import LLMTrainer
 
 

@@ -109,6 +109,23 @@ def test_models_never_import_a_trainer_and_utils_nothing_above_them():
     assert not [p for p in sources if re.search(r"from (recbole_llmplugin|\.\.?)\.?trainer", p.read_text())]
 
 
+LONGEST_CLASS = 280  # lines: "about 250", a class that binds parts rather than holding them
+
+
+def test_model_classes_stay_short_and_layers_stand_alone():
+    """A model class keeps RecBole's contract and binds its parts; the parts (the LLM, prompts, candidate ranking,
+    losses, draws) live in ``model/layers/`` and import no model class, so each is testable alone."""
+    for path in (PACKAGE / "model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= LONGEST_CLASS, f"{path.name}: class {node.name} has {length} lines"
+    for module, imported in _import_graph().items():
+        if module.startswith("recbole_llmplugin.model.layers"):
+            above = {m for m in imported if m.startswith("recbole_llmplugin.model")}
+            assert above <= {m for m in above if m.startswith("recbole_llmplugin.model.layers")}, module
+
+
 def test_one_run_imports_no_entry_point_above_it():
     """``quick_start.runner`` (one RecBole run) reaches neither the backbone step, the comparison nor the tools."""
     reached = _reachable(_import_graph(), "recbole_llmplugin.quick_start.runner")

@@ -14,13 +14,15 @@ docs/allmrec.md.
 from logging import getLogger
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbole_llmplugin.config.properties import choices
 from recbole_llmplugin.data.prompts import item_vocabulary_tokens
-from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender, prompt_order, user_blocks
+from recbole_llmplugin.model.abstract_llm_recommender import LLMRecommender
+from recbole_llmplugin.model.layers.candidate_ranking import generate_texts, generated_title_scores, user_blocks
 from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
+from recbole_llmplugin.model.layers.objectives import candidate_loss
+from recbole_llmplugin.model.layers.prompt_encoder import place_soft_tokens
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN = "[UserRep]", "[HistoryEmb]", "[CandidateEmb]"
@@ -69,6 +71,8 @@ class CFTokenRecommender(LLMRecommender):
         self.query_temperature = float(config["allmrec_query_temperature"])
         self.token_space = config["allmrec_token_space"]
         self.match_row = bool(config["eval_match_row"])
+        self.reranks_backbone = self.retrieves_with_backbone(config)  # full ranking: the backbone's own top items
+        self.trains_match = self.ranking_options(config)["match_trained"]
         # cross-domain: the backbone was trained on cross_domain_source; without a user token the prompt has none
         self.trained_on = config["cross_domain_source"]
         self.user_token_off = bool(self.trained_on) and config["cross_domain_user"] == "none"
@@ -103,7 +107,7 @@ class CFTokenRecommender(LLMRecommender):
         )
 
     def retrieval_model(self):
-        return self.backbone if self.retrieves_with_backbone(self.config) else self.retriever
+        return self.backbone if self.reranks_backbone else self.retriever
 
     def build_item_path(self, config, d):
         """Modules between the backbone's item embeddings [n_items, d] and F_I; returns the size F_I reads. None here:
@@ -146,7 +150,7 @@ class CFTokenRecommender(LLMRecommender):
 
     def match_trained(self):
         """Whether stage 2 trains the CF match <F_U(u), F_I(item)> (``stage2_objective: match`` or a match loss)."""
-        return self.ranking_options(self.config)["match_trained"]
+        return self.trains_match
 
     def other_rankings(self):
         """The CF match alone (``eval_match_row``), beside the LLM-ranked row, when stage 2 trains it (and a user
@@ -213,18 +217,7 @@ class CFTokenRecommender(LLMRecommender):
             HISTORY_TOKEN: lambda: self._item_tokens([i for h in histories for i in h], device),  # [sum |h|, H]
             CANDIDATE_TOKEN: lambda: self._item_tokens([i for c in candidates for i in c], device),  # [sum |c|, H]
         }
-        embeds = embeds.clone()
-        for token, make in soft.items():
-            mask = input_ids == self.token_ids[token]  # [U, Lp]
-            if not mask.any():  # a template without {item_token} / {user_token}: text only there
-                continue
-            values = make()
-            if int(mask.sum()) != len(values):
-                raise ConfigValueError(
-                    f"prompt has {int(mask.sum())} {token} tokens for {len(values)} items; check prompt_* templates"
-                )
-            embeds[mask] = values.to(embeds.device, embeds.dtype)
-        return embeds
+        return place_soft_tokens(embeds, input_ids, {t: (self.token_ids[t], make) for t, make in soft.items()})
 
     def _user_token(self, users):
         return self.user_projection(self.user_representation(users))  # [U, H] F_U(u)
@@ -256,8 +249,7 @@ class CFTokenRecommender(LLMRecommender):
     def match_loss(self, interaction, target, candidates):
         """Cross-entropy of ``candidate_match`` over each example's candidates [B, C] against its target [B]."""
         users = self.user_fields(interaction, torch.arange(len(target), device=target.device))
-        labels = (candidates == target[:, None]).float().argmax(1)  # [B] place of the target in the prompt
-        return F.cross_entropy(self.candidate_match(users, candidates), labels)
+        return candidate_loss(self.candidate_match(users, candidates), candidates, target)
 
     def auxiliary_loss(self, interaction, target, candidates):
         """``stage2_match_weight`` x ``match_loss`` on the training prompt's candidates (plugin option; 0 = the
@@ -271,7 +263,7 @@ class CFTokenRecommender(LLMRecommender):
             return super().stage2_loss(interaction)
         target = interaction[self.ITEM_ID]  # [B]
         candidates = self.drawn("stage2", interaction, "candidates")  # [B, C]
-        self.token_counts["train_examples"] += len(target)
+        self.prompts.count("train", len(target))
         return self.match_loss(interaction, target, candidates)
 
     def _candidate_query(self, users, candidates):
@@ -310,47 +302,17 @@ class CFTokenRecommender(LLMRecommender):
         return self._generate_rows(interaction, rows, owner, first_rows)
 
     def _generate_rows(self, interaction, rows, owner, first_rows):
-        """Paper protocol: greedy-generate one title; the matching candidate scores 1 and every other row
-        less, so hit@1 counts exact matches only. A user whose output matches no candidate is scored as a
-        miss: the first row of its block, where RecBole puts the positive, gets the lowest score, so no hit
-        comes from breaking ties. Only hit@1 is meaningful in this mode."""
+        """Paper protocol: greedy-generate one title per user, scored by ``generated_title_scores`` (hit@1 counts
+        exact matches only; only hit@1 is meaningful in this mode)."""
         user_ids, item_ids = interaction[self.USER_ID], interaction[self.ITEM_ID]
         embeds, mask, _ = self.prompt_inputs(interaction, rows, owner, first_rows)
-        generated = self.scorer.llm.generate(
-            inputs_embeds=embeds,
-            attention_mask=mask,
-            max_new_tokens=int(self.answer_lengths.max()) + 2,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self._stop_token_ids(),
-        )
-        texts = [_normalise(t) for t in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
-        answers = [_normalise(self.prompt_builder.answer_text(i)) for i in item_ids[rows].tolist()]
-        matched = torch.tensor(
-            [bool(a) and (texts[o] == a or texts[o].startswith(a + " ")) for a, o in zip(answers, owner.tolist())],
-            device=rows.device,
-        )  # exact match of the normalised title at the start of the generated text
-        per_user = torch.zeros(len(first_rows), device=rows.device).index_add_(0, owner, matched.float())  # [U]
-        unmatched = int((per_user == 0).sum())
+        width = int(self.answer_lengths.max()) + 2
+        texts = generate_texts(self.scorer.llm, self.tokenizer, embeds, mask, width, self.prompt_builder.answer)
+        answers = [self.prompt_builder.answer_text(i) for i in item_ids[rows].tolist()]
+        scores, unmatched = generated_title_scores(texts, answers, rows, owner, first_rows, user_ids, item_ids)
         self.generate_counts = [self.generate_counts[0] + unmatched, self.generate_counts[1] + len(first_rows)]
         getLogger().info(
             f"eval_mode generate: {self.generate_counts[0]} of {self.generate_counts[1]} generated titles so far "
             f"matched no candidate"
         )
-        tie = prompt_order(user_ids[rows], item_ids[rows]).float() / 2147483647  # [r] in [0, 1)
-        scores = torch.where(matched, torch.ones_like(tie), -1 - tie)
-        miss = (rows == first_rows[owner]) & (per_user[owner] == 0)  # first row of a user with no match
-        return torch.where(miss, torch.full_like(tie, -3.0), scores)
-
-    def _stop_token_ids(self):
-        """EOS, and the token of the answer's closing text (e.g. a closing quote) when it is one token."""
-        stops = [self.tokenizer.eos_token_id]
-        closing = self.prompt_builder.answer.split("{title}")[-1]
-        ids = self.tokenizer(closing, add_special_tokens=False)["input_ids"] if closing else []
-        if len(ids) == 1:
-            stops.append(ids[0])
-        return [t for t in stops if t is not None]
-
-
-def _normalise(text):
-    return " ".join(text.lower().replace('"', " ").split())
+        return scores

@@ -109,7 +109,7 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
         for index, batch in enumerate(batches):
             if index == 1:  # the first step warms up
                 start, examples = time.time(), 0
-                model.token_counts.update(train_examples=0, train_tokens=0)
+                model.prompts.counts.update(train_examples=0, train_tokens=0)
             optimizer.zero_grad()
             model.total_loss(model.calculate_loss(batch)).backward()
             optimizer.step()

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from recbole_llmplugin.config.properties import choices
-from recbole_llmplugin.utils.distributed import main_first
-from recbole_llmplugin.utils.errors import LLMLoadError
+from recbole_llmplugin.utils.distributed import is_distributed, main_first
+from recbole_llmplugin.utils.errors import ConfigValueError, LLMLoadError
 from recbole_llmplugin.utils.files import short_reason
 from recbole_llmplugin.config.paths import cache_dir
 
@@ -253,6 +253,30 @@ def load_llm(
         model.requires_grad_(False)
     model.eval()
     return model, tokenizer
+
+
+def load_recommender_llm(config, special_tokens=()):
+    """(LLM, tokenizer) of a recommender, from its ``llm_*`` properties: frozen, spread over devices by
+    ``llm_device_map``, with gradient checkpointing when ``llm_gradient_checkpointing`` is set, and a tokenizer that
+    pads on the left (prompts end where the answer starts)."""
+    device_map = config["llm_device_map"]
+    if device_map != "none" and is_distributed():
+        raise ConfigValueError(
+            f"llm_device_map: {device_map} spreads one LLM over the GPUs of one process; with nproc > 1 each "
+            f"process holds a whole LLM: set llm_device_map: none, or run one process"
+        )
+    llm, tokenizer = load_llm(
+        config["llm_path"],
+        device=config["device"],
+        dtype=config["llm_dtype"],
+        quantization=config["llm_quantization"],
+        special_tokens=special_tokens,
+        device_map=device_map,
+    )
+    if config["llm_gradient_checkpointing"]:  # recompute the LLM's activations in backward instead of keeping them
+        enable_checkpointing(llm)
+    tokenizer.padding_side = "left"
+    return llm, tokenizer
 
 
 def enable_checkpointing(llm):

@@ -81,6 +81,11 @@ class ALLMRec(CFTokenRecommender):
         self.joint_embedding = config["joint_embedding"]
         self.text_trainable = config["text_encoder_trainable"]
         d_joint = config["stage1_embedding_size"]
+        self.stage1_settings = {
+            "epochs": config["stage1_epochs"],
+            "learning_rate": config["stage1_learning_rate"],
+            "batch_size": config["stage1_batch_size"],
+        }
         self._build_stage1(config, d, d_joint)
         return d_joint
 
@@ -126,15 +131,8 @@ class ALLMRec(CFTokenRecommender):
         return ("stage1",) + super().stage_names()
 
     def training_stages(self):
-        c = self.config
-        stage1 = Stage(
-            "stage1",
-            c["stage1_epochs"],
-            c["stage1_learning_rate"],
-            c["stage1_batch_size"],
-            "stage1",
-            seed_offset=1,
-        )
+        s = self.stage1_settings
+        stage1 = Stage("stage1", s["epochs"], s["learning_rate"], s["batch_size"], "stage1", seed_offset=1)
         return [stage1] + super().training_stages()
 
     # --- embeddings ----------------------------------------------------------------------------
