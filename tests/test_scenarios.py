@@ -11,7 +11,7 @@ import pytest
 from recbole.trainer import Trainer
 
 from conftest import REPO, TINY_DATASET, assert_measured
-import recbole_llmplugin.quick_start.runner as runner
+import recbole_llmplugin.data.preparation as preparation
 from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.data.scenarios import _keep_last
 from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
@@ -111,7 +111,7 @@ class TrainingRecord:
     def __init__(self, monkeypatch):
         self.trained, self.held = set(), []
         original_epoch = Trainer._train_epoch
-        original_scenario = runner.apply_user_scenario
+        original_scenario = preparation.hold_out_users
         record = self
 
         def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -123,13 +123,13 @@ class TrainingRecord:
 
             return original_epoch(self, train_data, epoch_idx, loss_func=loss, show_progress=show_progress)
 
-        def apply_user_scenario(config, dataset):
+        def hold_out_users(config, dataset):
             held = original_scenario(config, dataset)
             record.held.append(set(held.tolist()))
             return held
 
         monkeypatch.setattr(Trainer, "_train_epoch", _train_epoch)
-        monkeypatch.setattr(runner, "apply_user_scenario", apply_user_scenario)
+        monkeypatch.setattr(preparation, "hold_out_users", hold_out_users)
 
 
 @pytest.mark.parametrize("scenario", [{"cold_users": 12}, {"few_shot_users": 20}])

@@ -126,6 +126,40 @@ def test_model_classes_stay_short_and_layers_stand_alone():
             assert above <= {m for m in above if m.startswith("recbole_llmplugin.model.layers")}, module
 
 
+def _replaced_methods(tree):
+    """``obj.name = <a function defined in the enclosing function>``, or ``obj._sampler = ...`` on another object
+    than ``self``: a method or part of a built object swapped after the fact."""
+    found = []
+    for function in ast.walk(tree):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        local = {n.name for n in ast.walk(function) if isinstance(n, ast.FunctionDef) and n is not function}
+        for node in ast.walk(function):
+            if not isinstance(node, ast.Assign):
+                continue
+            for target in node.targets:
+                if not isinstance(target, ast.Attribute):
+                    continue
+                owner = target.value.id if isinstance(target.value, ast.Name) else None
+                if isinstance(node.value, ast.Name) and node.value.id in local and owner != "self":
+                    found.append(f"{owner}.{target.attr} = {node.value.id}")
+                elif target.attr == "_sampler" and owner != "self":
+                    found.append(f"{owner}._sampler")
+    return found
+
+
+def test_data_preparation_replaces_no_method_of_a_built_object():
+    """The run's data is one step (``data.preparation``): the scenario split, the user sample and the fixed
+    candidates each take what the step before returned; none swaps a method or a sampler of RecBole's objects."""
+    for path in [*(PACKAGE / "data").rglob("*.py"), *(PACKAGE / "sampler").rglob("*.py")]:
+        assert not _replaced_methods(ast.parse(path.read_text(encoding="utf-8"))), path
+    patched = (
+        "def f(dataset):\n    build = dataset.build\n    def g():\n        return build()\n    dataset.build = g\n"
+    )
+    assert _replaced_methods(ast.parse(patched)) == ["dataset.build = g"]
+    assert _replaced_methods(ast.parse("def f(loader, s):\n    loader._sampler = s\n")) == ["loader._sampler"]
+
+
 def test_one_run_imports_no_entry_point_above_it():
     """``quick_start.runner`` (one RecBole run) reaches neither the backbone step, the comparison nor the tools."""
     reached = _reachable(_import_graph(), "recbole_llmplugin.quick_start.runner")

@@ -37,10 +37,11 @@ def scenario_name(config):
     return "few-shot" if config["few_shot_users"] else None
 
 
-def apply_user_scenario(config, dataset):
-    """Cut the held-out users' interactions (cold users) in ``dataset.inter_feat`` and make ``dataset.build`` drop
-    them from train and valid and keep only them in test. Call after ``create_dataset`` and before anything reads
-    the interactions (fixed candidates, ``eval_user_sample``). Returns the held-out internal user ids, or None."""
+def hold_out_users(config, dataset):
+    """The held-out internal user ids of the run's scenario (None: no scenario); for cold users, their interactions
+    are cut to the last ``cold_user_len`` in ``dataset.inter_feat``. Call after ``create_dataset`` and before anything
+    reads the interactions (fixed candidates, ``eval_user_sample``); ``split_by_scenario`` then splits RecBole's
+    split by them."""
     name = scenario_name(config)
     if name is None:
         return None
@@ -68,7 +69,7 @@ def apply_user_scenario(config, dataset):
             )
         trained = rng.choice(users, size=wanted, replace=False)
         held = np.setdiff1d(users, trained)
-    _split_by_users(dataset, held, name)
+    dataset.scenario_held_out = held
     return held
 
 
@@ -87,25 +88,24 @@ def _keep_last(dataset, users, length):
     dataset.inter_feat = inter[~cut].reset_index(drop=True)
 
 
-def _split_by_users(dataset, held, name):
-    build = dataset.build
+def split_by_scenario(config, dataset, splits, held):
+    """RecBole's [train, valid, test] (``Dataset.build``) with the held-out users (``hold_out_users``) dropped from
+    train and valid and kept alone in test; ``splits`` as they are without a scenario (``held`` None)."""
+    if held is None:
+        return splits
     held_tensor = torch.from_numpy(np.asarray(held, dtype=np.int64))
+    uid = dataset.uid_field
 
-    def build_for_scenario():
-        train, valid, test = build()
-        uid = dataset.uid_field
+    def rows(split, keep_held):
+        inside = torch.isin(split.inter_feat[uid], held_tensor)
+        return split.copy(split.inter_feat[inside if keep_held else ~inside])
 
-        def rows(split, keep_held):
-            inside = torch.isin(split.inter_feat[uid], held_tensor)
-            return split.copy(split.inter_feat[inside if keep_held else ~inside])
-
-        train, valid, test = rows(train, False), rows(valid, False), rows(test, True)
-        n_train = len(torch.unique(train.inter_feat[uid]))
-        n_test = len(torch.unique(test.inter_feat[uid]))
-        getLogger().info(
-            set_color(name, "green") + f": {n_train} users train and validate; {n_test} held-out users are tested"
-        )
-        return [train, valid, test]
-
-    dataset.build = build_for_scenario
-    dataset.scenario_held_out = held
+    train, valid, test = splits
+    train, valid, test = rows(train, False), rows(valid, False), rows(test, True)
+    n_train = len(torch.unique(train.inter_feat[uid]))
+    n_test = len(torch.unique(test.inter_feat[uid]))
+    getLogger().info(
+        set_color(scenario_name(config), "green")
+        + f": {n_train} users train and validate; {n_test} held-out users are tested"
+    )
+    return [train, valid, test]

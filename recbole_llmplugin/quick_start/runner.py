@@ -1,12 +1,11 @@
 """One RecBole run: RecBole's ``run_recbole`` flow, with plugin models, dataset checks and fixed candidates.
 
-Uses RecBole's own Config, create_dataset, data_preparation, trainers, evaluator and logger; only
-model lookup (plugin registry), property files, the dataset check and the evaluation candidates are
-the plugin's. Steps that come before a model's own run (training its CF backbone) live in ``backbones``;
+Uses RecBole's own Config, trainers, evaluator and logger, and its dataset and loaders through
+``data.preparation``; only model lookup (plugin registry), property files, the dataset check and the evaluation
+candidates are the plugin's. Steps that come before a model's own run (training its CF backbone) live in ``backbones``;
 ``quick_start`` composes the two.
 """
 
-import contextlib
 import os
 import tempfile
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
 from recbole.utils import (
     InputType,
     ModelType,
@@ -29,17 +27,12 @@ from recbole.utils import (
 
 from recbole_llmplugin.model.layers.cf_backbone import load_backbone_checkpoint
 from recbole_llmplugin.data.data_check import check_dataset, require_item_file
-from recbole_llmplugin.data.scenarios import apply_user_scenario
+from recbole_llmplugin.data.preparation import prepare_data
 from recbole_llmplugin.utils.logs import model_log
-from recbole_llmplugin.utils.distributed import is_main, single_process_view
+from recbole_llmplugin.utils.distributed import is_main
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.files import atomic_write
-from recbole_llmplugin.sampler.eval_candidates import (
-    CandidateSource,
-    apply_eval_candidates,
-    apply_eval_user_sample,
-)
 from recbole_llmplugin.model.layers.llm_loading import GGUF_ALIASES, check_llm, hub_offline
 from recbole_llmplugin.config.paths import properties_dir
 from recbole_llmplugin.utils.registry import get_model_class, is_plugin_model, model_property_file
@@ -218,32 +211,6 @@ def check_writable_folder(key, folder):
 def get_trainer_class(config, model_class):
     """A plugin model's trainer (the ``trainer_type`` it declares), else RecBole's choice for the model."""
     return plugin_trainer_class(model_class) or get_trainer(config["MODEL_TYPE"], config["model"])
-
-
-def prepare_data(config):
-    """Dataset and loaders, with the plugin's evaluation user sample and fixed candidates applied. In a
-    data-parallel run a plugin model's processes each get the whole loaders (its trainer splits the batches
-    itself); a RecBole model's get RecBole's per-process shards."""
-    logger = getLogger()
-    try:
-        with recbole_warnings_quiet():
-            dataset = create_dataset(config)
-    except ValueError as error:
-        if not str(error).startswith("Some feat is empty"):
-            raise
-        raise ConfigValueError(
-            f"dataset '{config['dataset']}': its filters (user_inter_num_interval, item_inter_num_interval, "
-            f"val_interval, ...) leave no interactions; loosen them"
-        ) from None
-    held_out = apply_user_scenario(config, dataset)  # cold users / few-shot: before anything reads the interactions
-    logger.info(dataset)
-    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
-    apply_eval_user_sample(config, dataset, apart=held_out is not None)
-    with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
-        with recbole_warnings_quiet():
-            train_data, valid_data, test_data = data_preparation(config, dataset)
-    apply_eval_candidates(config, dataset, valid_data, test_data, source)
-    return dataset, train_data, valid_data, test_data
 
 
 def train_and_evaluate(config, model_class, saved=True, start=None):

@@ -18,6 +18,7 @@ from logging import getLogger
 
 import numpy as np
 import torch
+from recbole.data import get_dataloader
 from recbole.data.dataloader import NegSampleEvalDataLoader
 from recbole.utils import set_color
 
@@ -241,67 +242,78 @@ def check_enough_negatives(dataset, valid_data, test_data):
         return
 
 
-def apply_eval_candidates(config, dataset, valid_data, test_data, source):
-    """Give the evaluation loaders fixed candidates when ``eval_candidates: fixed``.
-
-    ``source``: a ``CandidateSource`` taken before ``data_preparation`` (see its docstring).
-    """
-    for loader in (valid_data, test_data):  # uni0: the target alone (RecBole's sampler and metrics then fail)
-        args = getattr(loader, "neg_sample_args", None) or {}
-        if args.get("distribution") not in (None, "none") and args.get("sample_num", 1) < 1:
+def _sampled_phases(config):
+    """The evaluation phases whose RecBole loader draws negatives (``eval_args.mode: uniN``, not full ranking); uni0
+    ranks the target alone (RecBole's sampler and metrics then fail): one line."""
+    sampled = []
+    for phase in PHASES:
+        args = config[f"{phase}_neg_sample_args"]
+        if not issubclass(get_dataloader(config, phase), NegSampleEvalDataLoader) or args["distribution"] == "none":
+            continue
+        if args.get("sample_num", 1) < 1:
             raise ConfigValueError(
                 f"eval_args mode uni{args['sample_num']} ranks each user's target alone; give N >= 1 (e.g. uni19)"
             )
+        sampled.append(phase)
+    return sampled
+
+
+def fixed_candidate_samplers(config, dataset, samplers, source):
+    """RecBole's (train, valid, test) samplers (``create_samplers``), the sampled evaluation phases' serving the
+    fixed candidates when ``eval_candidates: fixed`` (``FixedCandidateSampler``).
+
+    ``source``: a ``CandidateSource`` taken before RecBole's split (see its docstring).
+    """
+    sampled = _sampled_phases(config)
     mode = config["eval_candidates"]
     if mode == "recbole":
-        check_enough_negatives(dataset, valid_data, test_data)
-        return
+        return samplers
     if mode != "fixed":
         raise ConfigValueError(f"eval_candidates: '{mode}' is not one of {', '.join(choices('eval_candidates'))}")
-    loaders = {"valid": valid_data, "test": test_data}
-    sampled = {
-        p: l
-        for p, l in loaders.items()
-        if isinstance(l, NegSampleEvalDataLoader) and l.neg_sample_args["distribution"] != "none"
-    }
     if not sampled:
         getLogger().warning("eval_candidates: fixed has no effect: evaluation is full-sort (eval_args.mode: full)")
-        return
-    n_negs = {l.neg_sample_args["sample_num"] for l in sampled.values()}
-    distributions = {l.neg_sample_args["distribution"] for l in sampled.values()}
+        return samplers
+    n_negs = {config[f"{p}_neg_sample_args"]["sample_num"] for p in sampled}
+    distributions = {config[f"{p}_neg_sample_args"]["distribution"] for p in sampled}
     if distributions != {"uniform"} or len(n_negs) != 1:
         raise ConfigValueError("eval_candidates: fixed supports eval_args.mode uniN (the same N for valid and test)")
     tables = load_or_draw(config, dataset, n_negs.pop(), source)
-    for phase, loader in sampled.items():
-        loader._sampler = FixedCandidateSampler(loader._sampler, tables[phase])
+    train, valid, test = samplers
+    return (
+        train,
+        FixedCandidateSampler(valid, tables["valid"]) if "valid" in sampled else valid,
+        FixedCandidateSampler(test, tables["test"]) if "test" in sampled else test,
+    )
 
 
-def apply_eval_user_sample(config, dataset, apart=False):
-    """With ``eval_user_sample: K``, valid/test keep a seeded sample of K users (all models alike): the test users'
-    sample in both, or with ``apart`` (valid and test users differ: ``data.scenarios``) a sample of each."""
+def check_eval_candidates(config, dataset, valid_data, test_data):
+    """RecBole's own candidates (``eval_candidates: recbole``): every user has N unseen items to draw."""
+    if config["eval_candidates"] == "recbole":
+        check_enough_negatives(dataset, valid_data, test_data)
+
+
+def sample_eval_users(config, dataset, splits, apart=False):
+    """RecBole's [train, valid, test] with ``eval_user_sample: K``: valid and test keep a seeded sample of K users (all
+    models alike): the test users' sample in both, or with ``apart`` (valid and test users differ:
+    ``data.scenarios``) a sample of each. ``splits`` as they are without it."""
     size = config["eval_user_sample"]
     if not size:
-        return
+        return splits
     seed = config["eval_candidates_seed"]
-    build = dataset.build
 
     def sample(split):
         users = np.unique(split.inter_feat[dataset.uid_field].numpy())
         rng = np.random.default_rng(seed)
         return users, np.sort(rng.choice(users, size=min(int(size), len(users)), replace=False))
 
-    def build_with_user_sample():
-        train, valid, test = build()
-        uid = dataset.uid_field
-        users, chosen = sample(test)
-        keep = torch.from_numpy(chosen)
-        keep_valid = torch.from_numpy(sample(valid)[1]) if apart else keep
-        valid = valid.copy(valid.inter_feat[torch.isin(valid.inter_feat[uid], keep_valid)])
-        test = test.copy(test.inter_feat[torch.isin(test.inter_feat[uid], keep)])
-        getLogger().info(
-            set_color("eval user sample", "green")
-            + f": evaluating on {len(chosen)} of {len(users)} users (seed {seed})"
-        )
-        return [train, valid, test]
-
-    dataset.build = build_with_user_sample
+    train, valid, test = splits
+    uid = dataset.uid_field
+    users, chosen = sample(test)
+    keep = torch.from_numpy(chosen)
+    keep_valid = torch.from_numpy(sample(valid)[1]) if apart else keep
+    valid = valid.copy(valid.inter_feat[torch.isin(valid.inter_feat[uid], keep_valid)])
+    test = test.copy(test.inter_feat[torch.isin(test.inter_feat[uid], keep)])
+    getLogger().info(
+        set_color("eval user sample", "green") + f": evaluating on {len(chosen)} of {len(users)} users (seed {seed})"
+    )
+    return [train, valid, test]
