@@ -21,13 +21,13 @@ from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
 from recbole_llmplugin.utils.registry import is_plugin_model
-from recbole_llmplugin.quick_start.runner import build_config, evaluate_saved, retriever_name, train_and_evaluate
+from recbole_llmplugin.quick_start.runner import derive_config, evaluate_saved, retriever_name, train_and_evaluate
 from recbole_llmplugin.config.properties import plugin_keys
 from recbole_llmplugin.config.validation import recbole_keys
 from recbole_llmplugin.data.scenarios import SCENARIO_KEYS
 
 
-def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="cf_checkpoint", role="backbone"):
+def prepare_backbone(config, config_dict, cf_model=None, key="cf_checkpoint", role="backbone"):
     """Train (or reuse) the CF backbone when ``cf_checkpoint: auto`` and point ``config["cf_checkpoint"]`` at
     it; returns ``[its run result]`` (``[]`` for a given checkpoint). ``cf_model``, ``key`` and ``role`` name another
     RecBole model trained the same way (the full-ranking retriever: ``rerank_checkpoint``)."""
@@ -42,7 +42,7 @@ def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="
     negatives = config["train_neg_sample_args"]  # RecBole's resolved form: distribution 'none' is "off" (~)
     overrides.setdefault("train_neg_sample_args", None if negatives.get("distribution") == "none" else negatives)
     try:
-        backbone_config, backbone_class = build_config(cf_model, config["dataset"], config_file_list, overrides)
+        backbone_config, backbone_class = derive_config(config, cf_model, overrides)
     except ConfigValueError as error:  # the run's properties, read for the model trained first: say which it is
         raise ConfigValueError(f"the {role} {cf_model} ({key}: auto): {error}") from None
     path = backbone_path(backbone_config)
@@ -51,8 +51,7 @@ def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="
             with main_alone(), claim(
                 path, f"{cf_model} backbone", config["lock_timeout"]
             ):  # a concurrent identical run waits
-                args = (cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path)
-                result = _train_or_reuse(*args)
+                result = _train_or_reuse(cf_model, backbone_config, backbone_class, path)
     config[key] = path
     if not is_main():  # the main process reports it
         return []
@@ -61,7 +60,7 @@ def prepare_backbone(config, config_file_list, config_dict, cf_model=None, key="
     return [result]
 
 
-def prepare_retriever(config, config_file_list, config_dict, model_class):
+def prepare_retriever(config, config_dict, model_class):
     """Under full ranking, train (or reuse) an LLM model's retriever when ``rerank_checkpoint: auto`` and point
     ``config["rerank_checkpoint"]`` at it; returns ``[its run result]``: its own full-ranking row. Nothing when the
     retriever is the model's CF backbone (its row is the backbone's) or the evaluation is sampled."""
@@ -69,9 +68,7 @@ def prepare_retriever(config, config_file_list, config_dict, model_class):
         return []
     if "full" not in evaluation_modes(config) or model_class.retrieves_with_backbone(config):
         return []
-    return prepare_backbone(
-        config, config_file_list, config_dict, retriever_name(config), key="rerank_checkpoint", role="retriever"
-    )
+    return prepare_backbone(config, config_dict, retriever_name(config), key="rerank_checkpoint", role="retriever")
 
 
 def evaluation_modes(config):
@@ -80,14 +77,14 @@ def evaluation_modes(config):
     return list(modes.values()) if isinstance(modes, dict) else [modes]
 
 
-def _train_or_reuse(cf_model, config, config_file_list, overrides, backbone_config, backbone_class, path):
+def _train_or_reuse(cf_model, backbone_config, backbone_class, path):
     summary = path[:-4] + ".json"
     if os.path.isfile(path) and os.path.isfile(summary):
         getLogger().info(
             f"cf_checkpoint: auto -> reusing {cf_model} backbone {path}; evaluating it on this run's candidates"
         )
         try:
-            return _reused(cf_model, config, config_file_list, overrides, path, summary)
+            return _reused(backbone_config, backbone_class, path, summary)
         except UnreadableFileError as error:  # truncated, a disk that filled up: moved aside and trained anew
             set_aside(path, "CF backbone", error.reason)
             os.remove(summary)
@@ -138,11 +135,11 @@ def keep_as_backbone(config, model_class, result):
             getLogger().info(f"kept as the {config['model']} backbone of these properties: {path}")
 
 
-def _reused(cf_model, config, config_file_list, overrides, path, summary):
+def _reused(backbone_config, backbone_class, path, summary):
     """A kept backbone's run: its training costs, and its metrics measured again on this run's users."""
     with open(summary, encoding="utf-8") as handle:
         result = json.load(handle)
-    fresh = evaluate_saved(cf_model, config["dataset"], path, config_file_list, overrides)
+    fresh = evaluate_saved(backbone_config, backbone_class, path)
     result["test_result"], result["test_se"] = fresh["test_result"], fresh["test_se"]
     result["test_groups"], result["test_user_values"] = fresh["test_groups"], fresh["test_user_values"]
     result["costs"].update(test_users=fresh["test_users"], eval_seconds_per_user=fresh["eval_seconds_per_user"])

@@ -73,7 +73,8 @@ def check_cross_domain_model(model_class, config):
 
 def target_config(model_class, source_config, config_file_list, config_dict, target):
     """The target side's config: the user's properties (``config_dict``: never the source block's), the target
-    block's on top, and the source's trained backbone."""
+    block's on top, and the source's backbone (``cf_checkpoint``; ``auto`` until the source run trains it:
+    ``evaluate_on_target`` then names the trained file)."""
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
     overrides.update({k: v for k, v in target.items() if k != "dataset"})
     overrides.update(cross_domain_source=source_config["dataset"], target_domain=target)
@@ -85,8 +86,8 @@ def target_config(model_class, source_config, config_file_list, config_dict, tar
 
 def check_cross_domain(model_class, config, config_file_list, config_dict):
     """For a cross-domain run, everything that would stop it after training, checked before: the model can rank the
-    target's items, and the target's data and properties build a config. Returns the (source, target) blocks, or
-    None when the run is not cross-domain."""
+    target's items, and the target's data and properties build a config. Returns the (source block, target block,
+    target config), or None when the run is not cross-domain: the target's config is built once, here."""
     cross = domains(config)
     if cross:
         check_cross_domain_model(model_class, config)
@@ -96,7 +97,7 @@ def check_cross_domain(model_class, config, config_file_list, config_dict):
                 "cross_domain_user: none with eval_mode match: the CF match ranks by the target user's representation, "
                 "which that form leaves out; use cross_domain_user: text, or eval_mode index or score"
             )
-        target_config(model_class, config, config_file_list, config_dict, cross[1])
+        return (*cross, target_config(model_class, config, config_file_list, config_dict, cross[1]))
     return cross
 
 
@@ -106,11 +107,14 @@ def source_overrides(config_dict, source):
     return {**(config_dict or {}), **source}
 
 
-def evaluate_on_target(model_class, source_config, source_result, config_file_list, config_dict, target):
-    """Build the model on the target's data with the source run's trained weights and test it there. Returns the
-    run's result dict for the target, the source's own test result kept under ``source_result``."""
+def evaluate_on_target(model_class, source_config, source_result, config):
+    """Build the model on the target's data (``config``: ``check_cross_domain``'s target config) with the source run's
+    trained weights and backbone, and test it there. Returns the run's result dict for the target, the source's own
+    test result kept under ``source_result``."""
     start = time.time()
-    config = target_config(model_class, source_config, config_file_list, config_dict, target)
+    target = config["target_domain"]
+    if source_config["cf_checkpoint"]:  # the source's backbone, trained (or reused) by the source run
+        config["cf_checkpoint"] = source_config["cf_checkpoint"]
     logger = getLogger()
     logger.info(
         set_color("cross-domain", "green") + f": testing on {target['dataset']}, trained on {source_config['dataset']}"
@@ -149,6 +153,6 @@ def _user_part(model_class, config):
         return ""
     if config["cross_domain_user"] == "text":
         return "target user from text"
-    if (config["allmrec_token_space"] or "projected") == "vocabulary":  # items as plain LLM tokens, no user token
+    if config["allmrec_token_space"] == "vocabulary":  # items as plain LLM tokens, no user token
         return "no user token: reads nothing trained"
     return "no user token"

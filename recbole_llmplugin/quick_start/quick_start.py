@@ -51,12 +51,12 @@ def _run(config, model_class, model, dataset, config_file_list, config_dict, sav
     if cross:  # the source block's properties are the training side's alone
         own = source_overrides(config_dict, cross[0])
         config, model_class = build_config(model, dataset, config_file_list, own)
-    companions = prepare_backbone(config, config_file_list, own) if needs_backbone(model_class) else []
-    companions += prepare_retriever(config, config_file_list, own, model_class)  # full ranking: what is re-ranked
+    companions = prepare_backbone(config, own) if needs_backbone(model_class) else []
+    companions += prepare_retriever(config, own, model_class)  # full ranking: what is re-ranked
     result = train_and_evaluate(config, model_class, saved=saved or bool(cross), start=start)
     keep_as_backbone(config, model_class, result)  # a later cf_checkpoint: auto run of these properties reuses it
     if cross:
-        result = evaluate_on_target(model_class, config, result, config_file_list, config_dict, cross[1])
+        result = evaluate_on_target(model_class, config, result, cross[2])
     result["companions"] = companions
     return result
 

@@ -59,25 +59,15 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
     """RecBole Config for a plugin or RecBole model; user files and dicts override plugin defaults."""
     model_class = get_model_class(model) if isinstance(model, str) else model
     check_user_files(config_file_list)  # missing / unparsable files: one line naming the file, before RecBole
-    files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
-    try:
-        with recbole_warnings_quiet():
-            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
-    except (ValueError, TypeError) as error:  # RecBole's own property checks, e.g. CE loss with train negatives
-        _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
-        raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
-    except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
-        raise unknown_metric(error) from None
+    config = _recbole_config(model_class, dataset, config_file_list, config_dict, check_data=True)
     facts = check_dataset(config)
     if needs_own_negatives(config, model_class):
         config_dict = dict(config_dict or {}, train_neg_sample_args=PAIRWISE_NEGATIVES)
-        with recbole_warnings_quiet():
-            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+        config = _recbole_config(model_class, dataset, config_file_list, config_dict)
         getLogger().warning(
             f"{model_class.__name__} is a pairwise model: training negatives turned back on "
             f"(train_neg_sample_args: {PAIRWISE_NEGATIVES}); the shared properties turn them off for sequential models"
         )
-    config._user_file_keys = {key for path in config_file_list or [] for key in read_yaml_file(path)}
     ignored = validate(config, model_class.__name__, is_plugin_model(model_class.__name__))
     if ignored:
         getLogger().warning(f"{model_class.__name__} does not use {', '.join(ignored)} (set by you): ignored")
@@ -89,6 +79,34 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
         hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
         check_model_folders(config, model_class)
     return config, model_class
+
+
+def derive_config(config, model, config_dict):
+    """The config of another model of the same run on the same data (the CF backbone, the full-ranking retriever):
+    RecBole's Config of ``model`` from the run's property files and ``config_dict``, without the run's checks again.
+    ``build_config`` checked the files, the values, the dataset and the folders when it built the run's ``config``;
+    a backbone or retriever is a RecBole sequential model that the run's checks already required
+    (``check_model_properties``)."""
+    model_class = get_model_class(model) if isinstance(model, str) else model
+    return _recbole_config(model_class, config["dataset"], config.run_files, config_dict), model_class
+
+
+def _recbole_config(model_class, dataset, config_file_list, config_dict, check_data=False):
+    """RecBole's Config of ``model_class`` from the package's property files, then ``config_file_list`` and
+    ``config_dict``; RecBole's own refusals as one line (``check_data``: a missing dataset said first)."""
+    files = property_files(model_class.__name__, dataset) + list(config_file_list or [])
+    try:
+        with recbole_warnings_quiet():
+            config = Config(model=model_class, dataset=dataset, config_file_list=files, config_dict=config_dict)
+    except (ValueError, TypeError) as error:  # RecBole's own property checks, e.g. CE loss with train negatives
+        if check_data:
+            _check_dataset_alone(dataset, files, config_dict)  # a missing dataset is the first thing to say
+        raise ConfigValueError(f"{model_class.__name__} on {dataset}: {error}") from None
+    except NotImplementedError as error:  # RecBole's Config: "There is no metric named 'Foo'"
+        raise unknown_metric(error) from None
+    config.run_files = list(config_file_list or [])  # the user's property files, for the configs derived from it
+    config._user_file_keys = {key for path in config.run_files for key in read_yaml_file(path)}
+    return config
 
 
 def check_model_folders(config, model_class):
@@ -468,10 +486,9 @@ def _trained_parameter_count(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def evaluate_saved(model, dataset, checkpoint_file, config_file_list=None, config_dict=None):
-    """Test result of a saved RecBole checkpoint under the CURRENT properties (users, candidates...),
+def evaluate_saved(config, model_class, checkpoint_file):
+    """Test result of a saved RecBole checkpoint under the CURRENT properties (``config``: users, candidates...),
     not those pickled in it: e.g. a reused CF backbone shown beside A-LLMRec on A-LLMRec's candidates."""
-    config, model_class = build_config(model, dataset, config_file_list, config_dict)
     tested = evaluate_weights(config, model_class, checkpoint_file)
     plugin = is_plugin_model(model_class.__name__)
     return {

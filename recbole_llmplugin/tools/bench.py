@@ -46,7 +46,7 @@ from recbole_llmplugin.config.properties import choices
 def stage1_epoch_seconds(dataset, config_files, mode, epochs=1):
     overrides = {"text_encoder_trainable": mode, "show_progress": False}
     config, _ = build_config("ALLMRec", dataset, config_files, overrides)
-    prepare_backbone(config, config_files, overrides)
+    prepare_backbone(config, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train_data, _, _ = prepare_data(config)
@@ -91,7 +91,7 @@ def stage2_costs(dataset, config_files, overrides, steps, users):
     config, _ = build_config(
         "ALLMRec", dataset, config_files, {**overrides, "show_progress": False, "eval_user_sample": users}
     )
-    prepare_backbone(config, config_files, overrides)
+    prepare_backbone(config, overrides)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     _, train_data, _, test_data = prepare_data(config)
@@ -140,7 +140,7 @@ def scale_rows(models, dataset, config_files, overrides, launch=None):
     with_backbone = [m for m in models if getattr(get_model_class(m), "needs_cf_backbone", False)]
     config, _ = build_config(with_backbone[0] if with_backbone else models[0], dataset, config_files, settings)
     if with_backbone:
-        prepare_backbone(config, config_files, settings)  # config["cf_checkpoint"] now names it
+        prepare_backbone(config, settings)  # config["cf_checkpoint"] now names it
     folder = os.path.join(config["checkpoint_dir"], main_value(f"scale-{time.strftime('%Y%m%d-%H%M%S')}"))
     fresh = {**settings, "checkpoint_dir": folder}
     if with_backbone:

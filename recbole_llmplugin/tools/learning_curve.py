@@ -239,7 +239,7 @@ def backbone_reference(model_class, config, config_files, overrides):
     """The CF backbone's ranks on this run's test users and candidates (None for models without one)."""
     if not needs_backbone(model_class):
         return None
-    prepare_backbone(config, config_files, overrides)  # trains or reuses it; sets config["cf_checkpoint"]
+    prepare_backbone(config, overrides)  # trains or reuses it; sets config["cf_checkpoint"]
     cf_model = config["cf_model"]
     cf_overrides = {k: v for k, v in overrides.items() if k not in ("model", "cf_checkpoint")}
     cf_config, _ = build_config(cf_model, config["dataset"], config_files, cf_overrides)
