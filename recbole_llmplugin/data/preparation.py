@@ -77,22 +77,16 @@ def _loaders(config, dataset, splits, samplers):
 
 def _log_loaders(config):
     """The two lines RecBole's ``data_preparation`` logs."""
-    logger = getLogger()
-    logger.info(
-        set_color("[Training]: ", "pink")
-        + set_color("train_batch_size", "cyan")
-        + " = "
-        + set_color(f'[{config["train_batch_size"]}]', "yellow")
-        + set_color(" train_neg_sample_args", "cyan")
-        + ": "
-        + set_color(f'[{config["train_neg_sample_args"]}]', "yellow")
-    )
-    logger.info(
-        set_color("[Evaluation]: ", "pink")
-        + set_color("eval_batch_size", "cyan")
-        + " = "
-        + set_color(f'[{config["eval_batch_size"]}]', "yellow")
-        + set_color(" eval_args", "cyan")
-        + ": "
-        + set_color(f'[{config["eval_args"]}]', "yellow")
-    )
+    for phase, size, args in (
+        ("Training", "train_batch_size", "train_neg_sample_args"),
+        ("Evaluation", "eval_batch_size", "eval_args"),
+    ):
+        getLogger().info(
+            set_color(f"[{phase}]: ", "pink")
+            + set_color(size, "cyan")
+            + " = "
+            + set_color(f"[{config[size]}]", "yellow")
+            + set_color(f" {args}", "cyan")
+            + ": "
+            + set_color(f"[{config[args]}]", "yellow")
+        )
