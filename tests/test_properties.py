@@ -93,3 +93,15 @@ def test_a_models_keys_are_those_of_its_files():
         loaded = yaml.safe_load((properties_dir() / "model" / f"{model}.yaml").read_text(encoding="utf-8"))
         declared = {name for name, prop in PROPERTIES.items() if model in prop.models}
         assert set(loaded) == declared, model
+
+
+def test_the_errors_page_names_the_keys_and_namespaces_the_checks_know():
+    """docs/errors.md against the table: each key an error line there begins with (`key: ...`) is a property of the
+    table, of RecBole or of a benchmark file, and its list of the plugin's namespaces is the checks' own."""
+    from recbole_llmplugin.config.validation import PLUGIN_PREFIXES, known_keys
+
+    page = (REPO / "docs" / "errors.md").read_text(encoding="utf-8")
+    quoted = set(re.findall(r"^\| `(\w+): ", page, flags=re.MULTILINE))
+    assert quoted and not {k for k in quoted if k not in known_keys() and not k.startswith("benchmark_")}
+    listed = re.search(r"an unknown key in the plugin's namespaces \(([^)]*)\)", page)
+    assert listed and re.findall(r"`(\w+)`", listed.group(1)) == list(PLUGIN_PREFIXES)
