@@ -65,3 +65,17 @@ def test_eval_user_sample_is_shared(workdir, tiny_config):
     a, _ = _test_candidates("SASRec", tiny_config, eval_user_sample=10)
     b, _ = _test_candidates("LLMOnly", tiny_config, eval_user_sample=10)
     assert len(a) == 10 and a == b
+
+
+def test_saved_loaders_are_reloaded_with_the_same_candidates(workdir, tiny_config, caplog):
+    """``save_dataloaders: True`` saves the loaders (fixed candidates, user sample and all) with RecBole's own
+    functions; the next run with the same properties reloads them and ranks the same candidates."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    first, _ = _test_candidates("SASRec", tiny_config, save_dataloaders=True, eval_user_sample=5)
+    assert list((workdir / "saved").glob(f"{TINY_DATASET}-for-SASRec-dataloader.pth"))
+    assert "Load split dataloaders from" not in caplog.text
+    again, _ = _test_candidates("SASRec", tiny_config, save_dataloaders=True, eval_user_sample=5)
+    assert "Load split dataloaders from" in caplog.text
+    assert again == first and len(first) == 5

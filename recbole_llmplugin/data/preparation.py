@@ -4,13 +4,15 @@ RecBole's dataset (``create_dataset``), then, in this order: the scenario's held
 (``data.scenarios``), RecBole's split (``Dataset.build``), the scenario split, the evaluation-user sample and the
 fixed candidates (``sampler.eval_candidates``), and RecBole's samplers and loaders (``create_samplers``,
 ``get_dataloader``), built as ``recbole.data.data_preparation`` builds them. Each step takes what the one before
-returned; none replaces a method of a built object.
+returned; none replaces a method of a built object. ``save_dataloaders`` saves and reloads the loaders with RecBole's
+own functions, as ``data_preparation`` does.
 """
 
 import contextlib
 from logging import getLogger
 
 from recbole.data import create_dataset, create_samplers, get_dataloader
+from recbole.data.utils import load_split_dataloaders, save_split_dataloaders
 from recbole.data.dataloader import KnowledgeBasedDataLoader
 from recbole.sampler import KGSampler
 from recbole.utils import set_color
@@ -35,6 +37,11 @@ def prepare_data(config):
     held_out = hold_out_users(config, dataset)  # cold users / few-shot: before anything reads the interactions
     getLogger().info(dataset)
     source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
+    loaded = load_split_dataloaders(config)  # RecBole's saved loaders (save_dataloaders), as data_preparation reads
+    if loaded is not None:
+        dataset._change_feat_format()
+        _log_loaders(config)
+        return (dataset, *loaded)
     with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
         with recbole_warnings_quiet():
             splits = dataset.build()
@@ -44,6 +51,8 @@ def prepare_data(config):
             samplers = fixed_candidate_samplers(config, dataset, samplers, source)
             loaders = _loaders(config, dataset, splits, samplers)
     check_eval_candidates(config, dataset, *loaders[1:])
+    if config["save_dataloaders"]:
+        save_split_dataloaders(config, dataloaders=loaders)
     _log_loaders(config)
     return (dataset, *loaders)
 

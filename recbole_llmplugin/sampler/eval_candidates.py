@@ -209,6 +209,8 @@ class FixedCandidateSampler:
         self.table = table
 
     def __getattr__(self, name):
+        if name == "_sampler":  # not set yet: an instance being unpickled (saved loaders, save_dataloaders)
+            raise AttributeError(name)
         return getattr(self._sampler, name)
 
     def sample_by_user_ids(self, user_ids, item_ids, num):
