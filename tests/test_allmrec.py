@@ -803,7 +803,7 @@ def test_run_reports_the_llm_ranked_row_and_the_cf_match_alone(workdir, allmrec_
 )
 def test_each_row_names_its_form(workdir, allmrec_config, model_name, overrides, variant):
     """The paper's form keeps the bare name; every option that makes another method is named."""
-    from recbole_llmplugin.quick_start.runner import row_label, variant_of
+    from recbole_llmplugin.quick_start.record import row_label, variant_of
 
     config, model_class = build_config(model_name, TINY_DATASET, config_dict={**allmrec_config, **overrides})
     assert variant_of(model_class, config) == variant

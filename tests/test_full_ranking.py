@@ -61,7 +61,7 @@ def retrieved_targets(checkpoint, props):
     import torch
 
     from recbole_llmplugin.model.layers.cf_backbone import CFBackbone
-    from recbole_llmplugin.quick_start.runner import build_config, prepare_data
+    from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 
     config, _ = build_config("SASRec", TINY_DATASET, config_dict=props)
     _, _, _, test_data = prepare_data(config)

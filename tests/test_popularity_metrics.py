@@ -4,7 +4,7 @@ data, as RecBole's models do -- not in a stage's training examples, and also whe
 from conftest import TINY_DATASET
 from recbole_llmplugin.utils.compat import recbole_warnings_quiet
 
-from recbole_llmplugin.quick_start.runner import build_config, get_trainer_class, prepare_data
+from recbole_llmplugin.quick_start.quick_start import build_config, get_trainer_class, prepare_data
 
 POPULARITY = {"metrics": ["Hit", "AveragePopularity", "TailPercentage"], "topk": [5], "valid_metric": "Hit@5"}
 

@@ -16,7 +16,7 @@ from recbole_llmplugin import run_recbole_llm
 from recbole_llmplugin.data.scenarios import _keep_last
 from recbole_llmplugin.evaluator.item_groups import item_groups, training_item_counts
 from recbole_llmplugin.quick_start.compare import comparison_table, run_models
-from recbole_llmplugin.quick_start.runner import build_config, prepare_data
+from recbole_llmplugin.quick_start.quick_start import build_config, prepare_data
 from recbole_llmplugin.utils.errors import ConfigValueError, PluginError
 
 SMALL_SASREC = {"hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1}

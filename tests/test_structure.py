@@ -160,10 +160,24 @@ def test_data_preparation_replaces_no_method_of_a_built_object():
     assert _replaced_methods(ast.parse("def f(loader, s):\n    loader._sampler = s\n")) == ["loader._sampler"]
 
 
-def test_one_run_imports_no_entry_point_above_it():
-    """``quick_start.runner`` (one RecBole run) reaches neither the backbone step, the comparison nor the tools."""
-    reached = _reachable(_import_graph(), "recbole_llmplugin.quick_start.runner")
-    assert not {m for m in reached if m.startswith(("recbole_llmplugin.quick_start", "recbole_llmplugin.tools"))}
+# a run's files, in the order a run enters them, each importing only those after it: the record of a result, the
+# checked config, one RecBole run, the backbone step, the cross-domain test, the entry points that compose them
+RUN_ORDER = ("cli", "compare", "quick_start", "cross_domain", "backbones", "runner", "run_config", "record")
+
+
+def test_a_runs_files_import_only_the_steps_below_them():
+    """``quick_start/`` is entered downward: each file imports only the files after it in ``RUN_ORDER`` (one RecBole
+    run imports neither the backbone step, the cross-domain test nor an entry point), and none below the entry points
+    reaches the tools."""
+    graph = _import_graph()
+    package = "recbole_llmplugin.quick_start."
+    assert {m[len(package) :] for m in graph if m.startswith(package)} == set(RUN_ORDER)
+    for index, name in enumerate(RUN_ORDER):
+        imported = {m[len(package) :] for m in graph[package + name] if m.startswith(package)}
+        assert imported <= set(RUN_ORDER[index + 1 :]), f"{name} imports {imported - set(RUN_ORDER[index + 1 :])}"
+        if index >= RUN_ORDER.index("quick_start"):
+            reached = _reachable(graph, package + name)
+            assert not {m for m in reached if m.startswith("recbole_llmplugin.tools")}, name
 
 
 def test_importing_the_package_registers_its_models():
@@ -272,7 +286,7 @@ def test_an_install_without_the_checkout_finds_the_properties_in_the_package(tmp
     script = textwrap.dedent("""
         import recbole_llmplugin
         from recbole.config import Config
-        from recbole_llmplugin.quick_start.runner import property_files
+        from recbole_llmplugin.quick_start.quick_start import property_files
         from recbole_llmplugin.utils.registry import get_model_class
         files = property_files("ALLMRec", "ml-100k")
         config = Config(model=get_model_class("ALLMRec"), dataset="ml-100k", config_file_list=files)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from recbole_llmplugin import run_recbole_llm
-from recbole_llmplugin.quick_start.runner import build_config, evaluate_weights
+from recbole_llmplugin.quick_start.quick_start import build_config
+from recbole_llmplugin.quick_start.runner import evaluate_weights
 from recbole_llmplugin.utils.errors import ConfigValueError
 
 NAME = "text-chain"
@@ -117,7 +118,7 @@ def test_inductive_unisrec_learns_from_text_and_ranks_cold_items(text_chain, mon
 def test_unisrec_state_names_no_catalogue_in_inductive_mode(text_chain):
     props, _, _ = text_chain
     config, model_class = build_config("UniSRec", NAME, config_dict=props)
-    from recbole_llmplugin.quick_start.runner import prepare_data
+    from recbole_llmplugin.quick_start.quick_start import prepare_data
 
     _, train_data, _, _ = prepare_data(config)
     inductive = model_class(config, train_data._dataset)
@@ -133,7 +134,7 @@ def test_unisrec_state_names_no_catalogue_in_inductive_mode(text_chain):
 def test_unisrec_pretrained_checkpoint_initialises_adaptor_and_encoder(text_chain, tmp_path):
     props, _, root = text_chain
     config, model_class = build_config("UniSRec", NAME, config_dict=props)
-    from recbole_llmplugin.quick_start.runner import prepare_data
+    from recbole_llmplugin.quick_start.quick_start import prepare_data
 
     _, train_data, _, _ = prepare_data(config)
     source = model_class(config, train_data._dataset)

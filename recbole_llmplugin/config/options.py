@@ -1,5 +1,5 @@
-"""The rule of which objective trains what an eval mode ranks by (the option values are the table's:
-``config.properties.choices``)."""
+"""The rule of which objective trains what an eval mode ranks by, and which model retrieves what an LLM model
+re-ranks (the option values are the table's: ``config.properties.choices``)."""
 
 from recbole_llmplugin.utils.errors import ConfigValueError
 
@@ -36,3 +36,10 @@ def check_ranking(objective, eval_mode, token_space="projected", match_trained=F
             f"allmrec_token_space: vocabulary ranks by the candidate labels the LLM copies: set eval_mode to index (or "
             f"match: the CF match alone) and stage2_objective to index or match (got eval_mode {eval_mode})"
         )
+
+
+def retriever_name(config):
+    """The RecBole model whose top items an LLM model re-ranks under full ranking (``rerank_retriever``; backbone:
+    the model's ``cf_model``, SASRec for a model without one)."""
+    name = config["rerank_retriever"]
+    return (config["cf_model"] or "SASRec") if name == "backbone" else name

@@ -13,7 +13,7 @@ part. For each metric and each row compared with the reference:
 - ``p``: ``p_raw`` corrected for the number of rows compared with the reference on that metric, by Holm's method
   (``statsmodels.stats.multitest.multipletests``).
 
-Rows are paired by user id (a result's ``test_user_values``, written by ``runner.evaluation_record``); with several
+Rows are paired by user id (a result's ``test_user_values``, written by ``quick_start.record.evaluation_record``); with several
 seeds, by (seed, user). Two rows with identical values differ by exactly 0, with p = 1. A row whose run file keeps no
 per-user values (written before they were kept) is reported as unpaired: no difference is claimed for it.
 """

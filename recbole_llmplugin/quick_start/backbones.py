@@ -21,7 +21,9 @@ from recbole_llmplugin.utils.files import atomic_write, digest, set_aside
 from recbole_llmplugin.config.identity import config_identity, dataset_identity
 from recbole_llmplugin.trainer.locks import claim
 from recbole_llmplugin.utils.registry import is_plugin_model
-from recbole_llmplugin.quick_start.runner import derive_config, evaluate_saved, retriever_name, train_and_evaluate
+from recbole_llmplugin.config.options import retriever_name
+from recbole_llmplugin.config.recbole_config import derive_config
+from recbole_llmplugin.quick_start.runner import evaluate_saved, train_and_evaluate
 from recbole_llmplugin.config.properties import plugin_keys
 from recbole_llmplugin.config.validation import recbole_keys
 from recbole_llmplugin.data.scenarios import SCENARIO_KEYS

@@ -19,7 +19,7 @@ from recbole_llmplugin.utils.distributed import is_main
 from recbole_llmplugin.utils.errors import PluginError
 from recbole_llmplugin.utils.files import atomic_write
 from recbole_llmplugin.quick_start.quick_start import check_run, run_recbole_llm
-from recbole_llmplugin.quick_start.runner import row_label
+from recbole_llmplugin.quick_start.record import row_label
 
 COST_COLUMNS = [
     ("fit_seconds", "train s"),

@@ -14,19 +14,16 @@ over them; ``none`` leaves the user token out of the prompt. RecBole's models (S
 embedding for the target's items: such a run stops with one line saying so.
 """
 
+import sys
 import time
 from logging import getLogger
 
+import yaml
 from recbole.utils import set_color
 
-from recbole_llmplugin.quick_start.runner import (
-    build_config,
-    evaluate_weights,
-    evaluation_record,
-    ranked_again,
-    row_label,
-    variant_of,
-)
+from recbole_llmplugin.config.validation import read_yaml_file
+from recbole_llmplugin.quick_start.record import evaluation_record, ranked_again, row_label, variant_of
+from recbole_llmplugin.quick_start.runner import evaluate_weights
 from recbole_llmplugin.utils.errors import ConfigValueError
 from recbole_llmplugin.utils.registry import is_plugin_model
 
@@ -71,8 +68,25 @@ def check_cross_domain_model(model_class, config):
         )
 
 
-def target_config(model_class, source_config, config_file_list, config_dict, target):
-    """The target side's config: the user's properties (``config_dict``: never the source block's), the target
+def source_properties(config_file_list, config_dict):
+    """The properties a run's config is built from: the user's ``config_dict``, with the ``source_domain`` block's
+    properties on top (the block stays, so that the run is named as cross-domain; its dataset is the run's, checked
+    by ``domains``). The block is read before the config is built, so that it is built once: from the user's
+    property files, ``config_dict`` and the command line, the last that sets it, as RecBole layers them."""
+    block = None
+    for path in config_file_list or []:
+        block = read_yaml_file(path).get("source_domain", block)
+    block = (config_dict or {}).get("source_domain", block)
+    for arg in sys.argv[1:]:  # RecBole's reading of the command line: --key=value, with one "="
+        if arg.startswith("--source_domain=") and arg.count("=") == 1:
+            block = yaml.safe_load(arg.partition("=")[2])
+    if not isinstance(block, dict):
+        return config_dict
+    return {**(config_dict or {}), **{k: v for k, v in block.items() if k != "dataset"}}
+
+
+def target_overrides(source_config, config_dict, target):
+    """The properties of the target side's config: the user's (``config_dict``: never the source block's), the target
     block's on top, and the source's backbone (``cf_checkpoint``; ``auto`` until the source run trains it:
     ``evaluate_on_target`` then names the trained file)."""
     overrides = {k: v for k, v in (config_dict or {}).items() if k not in DOMAIN_KEYS}
@@ -80,14 +94,13 @@ def target_config(model_class, source_config, config_file_list, config_dict, tar
     overrides.update(cross_domain_source=source_config["dataset"], target_domain=target)
     if source_config["cf_checkpoint"]:  # the models with a CF backbone: the source's
         overrides["cf_checkpoint"] = source_config["cf_checkpoint"]
-    config, _ = build_config(model_class, target["dataset"], config_file_list, overrides)
-    return config
+    return overrides
 
 
-def check_cross_domain(model_class, config, config_file_list, config_dict):
-    """For a cross-domain run, everything that would stop it after training, checked before: the model can rank the
-    target's items, and the target's data and properties build a config. Returns the (source block, target block,
-    target config), or None when the run is not cross-domain: the target's config is built once, here."""
+def check_cross_domain(model_class, config):
+    """For a cross-domain run, what would stop it after training and can be told from the source's config: the
+    blocks, and whether the model can rank the target's items. Returns the (source block, target block), or None when
+    the run is not cross-domain; the target's config (``target_overrides``) is built and checked next."""
     cross = domains(config)
     if cross:
         check_cross_domain_model(model_class, config)
@@ -97,18 +110,11 @@ def check_cross_domain(model_class, config, config_file_list, config_dict):
                 "cross_domain_user: none with eval_mode match: the CF match ranks by the target user's representation, "
                 "which that form leaves out; use cross_domain_user: text, or eval_mode index or score"
             )
-        return (*cross, target_config(model_class, config, config_file_list, config_dict, cross[1]))
     return cross
 
 
-def source_overrides(config_dict, source):
-    """The source run's properties: the user's, with the source block's on top (the target block stays, so that the
-    run is named as cross-domain)."""
-    return {**(config_dict or {}), **source}
-
-
 def evaluate_on_target(model_class, source_config, source_result, config):
-    """Build the model on the target's data (``config``: ``check_cross_domain``'s target config) with the source run's
+    """Build the model on the target's data (``config``: the target's config, built before training) with the source run's
     trained weights and backbone, and test it there. Returns the run's result dict for the target, the source's own
     test result kept under ``source_result``."""
     start = time.time()

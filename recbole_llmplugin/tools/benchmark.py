@@ -10,7 +10,7 @@ cf_model: GRU4Rec}``). Each finished run
 is written to ``<output>/runs/<dataset>-<model>-seed<seed>.json`` and is not redone when the benchmark
 is restarted with the same properties (``run_properties``); a run file written under other properties is run again,
 with a warning. A failed run is reported as failed (and retried on restart) without stopping the others.
-Rows are labelled with each run's form (``runner.row_label``: ``ALLMRec (vocabulary, match)``); a model that ranks
+Rows are labelled with each run's form (``record.row_label``: ``ALLMRec (vocabulary, match)``); a model that ranks
 its trained weights another way too (A-LLMRec's CF match alone, ``eval_match_row``) adds that row, kept in the same
 run file. Outputs: ``runs.csv`` (one row per run and ranking: label, variant, n, metrics and their standard errors),
 ``summary.csv`` / ``summary.md`` (per label: mean over seeds, standard error over users, std over seeds, n) and
@@ -117,7 +117,7 @@ def check_runs(spec, path, given=None):
     misspelt key for the last model would otherwise stop it after hours); and the output folder writable. ``given``:
     the properties given over the file (command line)."""
     from recbole_llmplugin.quick_start.quick_start import check_run
-    from recbole_llmplugin.quick_start.runner import check_writable_folder
+    from recbole_llmplugin.quick_start.run_config import check_writable_folder
 
     check_writable_folder("benchmark_output", spec["benchmark_output"])
     for dataset in spec["benchmark_datasets"]:
