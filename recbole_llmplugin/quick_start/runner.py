@@ -57,37 +57,24 @@ def _train_and_evaluate(config, model_class, saved, start):
     model, trainer, evaluator = model_and_trainer(config, model_class, train_data._dataset, ready=logger.info)
     recbole_trainer = plugin_trainer_class(model_class) is None  # RecBole's models and UniSRec
     stopping = keep_recbole_checkpoints(trainer, config) if recbole_trainer else None
+    run = SimpleNamespace(model=model, trainer=trainer, evaluator=evaluator, test_data=test_data, plugin=plugin)
+    run.saved, run.stopping = saved, stopping
     fit_start = time.time()
     with recbole_warnings_quiet():  # RecBole's _train_epoch builds a deprecated GradScaler each epoch
-        best_valid_score, best_valid_result = trainer.fit(
+        run.best_valid_score, run.best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
-    fit_seconds = time.time() - fit_start
+    run.fit_seconds = time.time() - fit_start
     retrieval_recall(model, config)  # what validation retrieved is not the test's
     eval_start = time.time()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    retrieved = retrieval_recall(model, config)
-    eval_seconds = time.time() - eval_start
+    run.test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    run.retrieved = retrieval_recall(model, config)
+    run.eval_seconds = time.time() - eval_start
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    run = SimpleNamespace(
-        model=model,
-        trainer=trainer,
-        evaluator=evaluator,
-        test_data=test_data,
-        plugin=plugin,
-        saved=saved,
-        best_valid_score=best_valid_score,
-        best_valid_result=best_valid_result,
-        test_result=test_result,
-        fit_seconds=fit_seconds,
-        eval_seconds=eval_seconds,
-        retrieved=retrieved,
-        stopping=stopping,
-    )
+    logger.info(set_color("best valid ", "yellow") + f": {run.best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {run.test_result}")
     return run_result(config, run, start)
 
 
