@@ -3,7 +3,7 @@ it applies to.
 
 Everything else reads this table: the checks (``config.validation``), the option values the models rank by, and
 the default property files ``recbole_llmplugin/properties/overall.yaml`` and ``model/<Model>.yaml``, which are
-written from it (``python -m recbole_llmplugin.config.properties``; ``tests/test_properties.py`` fails when a file
+written from it (``python -m recbole_llmplugin.config``; ``tests/test_properties.py`` fails when a file
 differs from the table, and when a comment of any other property file gives another type or choices).
 
 A property applies to ``EVERY`` run (``overall.yaml``) or to the models its group names (their model files).
@@ -357,7 +357,7 @@ stage 2.""",
 whitening experts; no LLM. Defaults are the paper's (its fine-tuning settings), the text encoder the plugin's.""",
 }
 WRITTEN_BY = "Written from recbole_llmplugin/config/properties.py: change the table there, then run\n" + (
-    "python -m recbole_llmplugin.config.properties (tests/test_properties.py fails on any difference)."
+    "python -m recbole_llmplugin.config (tests/test_properties.py fails on any difference)."
 )
 MODELS = ("ALLMRec", "MLPLLM", "TALLRec", "LLMOnly", "UniSRec")  # the plugin's models with a written file
 
@@ -468,7 +468,3 @@ def main(argv=None):
     for path in stale:
         print(f"{'differs from the table' if check else 'written'}: {path}")
     return 1 if check and stale else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
