@@ -36,9 +36,7 @@ def _drift(path):
 
 def test_the_default_property_files_are_the_tables():
     for path, text in written_files(properties_dir()).items():
-        assert (
-            path.read_text(encoding="utf-8") == text
-        ), f"{path} differs: python -m recbole_llmplugin.config"
+        assert path.read_text(encoding="utf-8") == text, f"{path} differs: python -m recbole_llmplugin.config"
 
 
 def test_every_other_property_file_gives_the_tables_type_and_choices():

@@ -25,7 +25,7 @@ from recbole_llmplugin.data.preparation import prepare_data
 from recbole_llmplugin.utils.distributed import is_main
 from recbole_llmplugin.utils.logs import model_log
 from recbole_llmplugin.utils.registry import get_model_class
-from recbole_llmplugin.quick_start.run_config import build_config
+from recbole_llmplugin.quick_start.run_config import build_config, target_config
 from recbole_llmplugin.quick_start.runner import (  # noqa: F401  (re-exported: the public runner API)
     evaluate_saved,
     get_trainer_class,
@@ -46,15 +46,15 @@ def run_recbole_llm(model, dataset, config_file_list=None, config_dict=None, sav
     own = source_properties(config_file_list, config_dict)  # the training side's properties
     config, model_class = build_config(model, dataset, config_file_list, own)
     with model_log(config, write=is_main()) as log_file:  # from here on, the backbone's lines in its own log
-        result = _run(config, model_class, own, config_file_list, config_dict, saved, start)
+        result = _run(config, model_class, own, config_dict, saved, start)
     result["log_file"] = log_file
     return result
 
 
-def _run(config, model_class, own, config_file_list, config_dict, saved, start):
+def _run(config, model_class, own, config_dict, saved, start):
     """The steps of a run on its built config, each entered once: the target's config (cross-domain), the backbone
     and the retriever, the run, the backbone kept, the test on the target."""
-    target = _target_config(model_class, config, config_file_list, config_dict)
+    target = _target_config(model_class, config, config_dict)
     companions = prepare_backbone(config, own) if needs_backbone(model_class) else []
     companions += prepare_retriever(config, own, model_class)  # full ranking: what is re-ranked
     result = train_and_evaluate(config, model_class, saved=saved or target is not None, start=start)
@@ -65,13 +65,12 @@ def _run(config, model_class, own, config_file_list, config_dict, saved, start):
     return result
 
 
-def _target_config(model_class, config, config_file_list, config_dict):
+def _target_config(model_class, config, config_dict):
     """A cross-domain run's target config, built and checked before anything trains; None for any other run."""
     cross = check_cross_domain(model_class, config)
     if cross is None:
         return None
-    overrides = target_overrides(config, config_dict, cross[1])
-    return build_config(model_class, cross[1]["dataset"], config_file_list, overrides)[0]
+    return target_config(config, model_class, cross[1]["dataset"], target_overrides(config, config_dict, cross[1]))
 
 
 def check_run(model, dataset, config_file_list=None, config_dict=None):
@@ -79,7 +78,7 @@ def check_run(model, dataset, config_file_list=None, config_dict=None):
     checks each of its models this way before the first one trains (one refused model stops it at once)."""
     own = source_properties(config_file_list, config_dict)
     config, model_class = build_config(model, dataset, config_file_list, own)
-    _target_config(model_class, config, config_file_list, config_dict)
+    _target_config(model_class, config, config_dict)
 
 
 def _rebuild_config(checkpoint):

@@ -23,10 +23,27 @@ from recbole_llmplugin.utils.registry import get_model_class, is_plugin_model
 
 def build_config(model, dataset, config_file_list=None, config_dict=None):
     """RecBole Config for a plugin or RecBole model; user files and dicts override plugin defaults. Built once, then
-    every check of the run before anything trains: the values against the table of properties, the dataset, the
-    model's own checks, the data and model folders."""
+    every check of the run before anything trains: the user's files, the values against the table of properties,
+    the dataset, the model's own checks, the LLM's and text encoder's folders."""
     model_class = get_model_class(model) if isinstance(model, str) else model
     check_user_files(config_file_list)  # missing / unparsable files: one line naming the file, before RecBole
+    config = _data_config(model_class, dataset, config_file_list, config_dict)
+    if is_plugin_model(model_class.__name__):
+        hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
+        check_model_folders(config, model_class)
+    return config, model_class
+
+
+def target_config(config, model_class, dataset, overrides):
+    """A cross-domain run's target config, derived from the run's ``config``: RecBole's Config of ``dataset`` from the
+    run's files and ``overrides``, with the checks that depend on the data and the values (the target's dataset and
+    item text, the target block's values, the model's checks on the target's items); the user's files, the LLM and
+    the text encoder were checked with the run's config."""
+    return _data_config(model_class, dataset, config.run_files, overrides)
+
+
+def _data_config(model_class, dataset, config_file_list, config_dict):
+    """RecBole's Config, then the checks of the values, the dataset and the model's own."""
     try:
         config = recbole_config(model_class, dataset, config_file_list, config_dict)
     except ConfigValueError:  # a missing dataset is the first thing to say
@@ -48,9 +65,7 @@ def build_config(model, dataset, config_file_list=None, config_dict=None):
         model_class.check_config(config, facts["items"])
     if is_plugin_model(model_class.__name__):
         require_item_file(config)  # item text, before any backbone is trained
-        hub_offline([(config["llm_path"], GGUF_ALIASES), (config["text_encoder"], TEXT_ENCODER_ALIASES)])
-        check_model_folders(config, model_class)
-    return config, model_class
+    return config
 
 
 def check_model_folders(config, model_class):
