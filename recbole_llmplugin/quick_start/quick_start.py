@@ -66,7 +66,8 @@ def _run(config, model_class, own, config_dict, saved, start):
 
 
 def _target_config(model_class, config, config_dict):
-    """A cross-domain run's target config, built and checked before anything trains; None for any other run."""
+    """A cross-domain run's target config, derived from the run's and checked before anything trains; None for any
+    other run."""
     cross = check_cross_domain(model_class, config)
     if cross is None:
         return None
