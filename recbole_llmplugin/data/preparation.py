@@ -36,12 +36,12 @@ def prepare_data(config):
     dataset = _create_dataset(config)
     held_out = hold_out_users(config, dataset)  # cold users / few-shot: before anything reads the interactions
     getLogger().info(dataset)
-    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     loaded = load_split_dataloaders(config)  # RecBole's saved loaders (save_dataloaders), as data_preparation reads
     if loaded is not None:
         dataset._change_feat_format()
         _log_loaders(config)
         return (dataset, *loaded)
+    source = CandidateSource(dataset) if config["eval_candidates"] == "fixed" else None  # before build()
     with single_process_view(config) if is_plugin_model(config["model"]) else contextlib.nullcontext():
         with recbole_warnings_quiet():
             splits = dataset.build()

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from recbole_llmplugin.quick_start.backbones import prepare_backbone
 from recbole_llmplugin.utils.files import atomic_write
+from recbole_llmplugin.config.recbole_config import derive_config
 from recbole_llmplugin.quick_start.quick_start import build_config, needs_backbone, prepare_data, restore
 from recbole_llmplugin.utils.registry import get_model_class
 from recbole_llmplugin.utils.checkpoints import load_checkpoint
@@ -235,14 +236,14 @@ def draw(output, results):
     return "\n".join(lines)
 
 
-def backbone_reference(model_class, config, config_files, overrides):
+def backbone_reference(model_class, config, overrides):
     """The CF backbone's ranks on this run's test users and candidates (None for models without one)."""
     if not needs_backbone(model_class):
         return None
     prepare_backbone(config, overrides)  # trains or reuses it; sets config["cf_checkpoint"]
     cf_model = config["cf_model"]
     cf_overrides = {k: v for k, v in overrides.items() if k not in ("model", "cf_checkpoint")}
-    cf_config, _ = build_config(cf_model, config["dataset"], config_files, cf_overrides)
+    cf_config, _ = derive_config(config, cf_model, cf_overrides)  # the run's files, checked with the run's config
     init_seed(cf_config["seed"], cf_config["reproducibility"])
     _, train_data, _, test_data = prepare_data(cf_config)
     checkpoint = load_checkpoint(config["cf_checkpoint"], map_location=cf_config["device"])
@@ -338,7 +339,7 @@ def run(
     output.mkdir(parents=True, exist_ok=True)
     results = load_results(output / "curve.json")
     config, model_class = build_config(model_name, dataset, config_files)
-    backbone = backbone_reference(model_class, config, config_files, {})
+    backbone = backbone_reference(model_class, config, {})
     model, optimizer, loader, test_data = _last_stage(config, model_class)
     logger = getLogger()
     shown = model.n_candidates if model.eval_negatives is None else model.eval_negatives + 1
